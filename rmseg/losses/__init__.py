@@ -1,0 +1,1 @@
+"""Segmentation losses: residual moment loss and rival location-aware losses."""

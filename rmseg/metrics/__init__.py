@@ -1,0 +1,1 @@
+"""Segmentation metrics (medpy convention by default)."""
