@@ -1,0 +1,133 @@
+"""``SegmentationLoss``: CE + Dice base plus weighted auxiliary terms (RM or a rival loss).
+
+    total = w_base * (lambda_ce * CE + lambda_dice * Dice) + w_aux * alpha * sum_k term_k(input, target)
+
+with ``(w_base, w_aux) = (1, 1)`` or ``schedule(epoch)``. CE + Dice is MONAI's ``DiceCELoss``
+(softmax over channels, label targets). This is the paper's training objective (Wang et al., 2021,
+Eq. 5: CE + Dice + alpha * RM) and carries the rival losses' epoch-wise re-weighting.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+
+
+def _accepted_context(module: nn.Module) -> set[str] | None:
+    """Keyword arguments ``module.forward`` accepts beyond ``(input, target)``; None if it takes ``**kwargs``."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+class SegmentationLoss(nn.Module):
+    """Compound loss ``w_base * (lambda_ce * CE + lambda_dice * Dice) + w_aux * alpha * sum(terms)``.
+
+    Args:
+        terms: auxiliary losses, each ``forward(input, target, **context) -> scalar``; each receives
+            only the context keywords its ``forward`` declares (e.g. ``offset``/``full_shape``).
+        alpha: weight of the sum of terms (the paper's alpha for RM), >= 0.
+        lambda_ce, lambda_dice: weights of MONAI ``DiceCELoss``'s parts, >= 0. When both are 0 the base
+            is not computed at all (terms such as the SDF loss carry their own full objective).
+        schedule: ``epoch -> (w_base, w_aux)``, applied after ``set_epoch``; None means ``(1, 1)``.
+        include_background_dice: Dice over all channels (default True, MONAI's default; the paper does
+            not say). Cross-entropy always covers all channels.
+
+    Shapes: ``input`` ``(B, C, *S)`` logits; ``target`` labels ``(B, 1, *S)`` (one-hot ``(B, C, *S)`` is
+    converted by argmax for the base; terms receive the target unchanged). Returns a scalar.
+    """
+
+    def __init__(
+        self,
+        terms: Sequence[nn.Module] = (),
+        alpha: float = 1.0,
+        lambda_ce: float = 1.0,
+        lambda_dice: float = 1.0,
+        schedule: Callable[[int], tuple[float, float]] | None = None,
+        include_background_dice: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("alpha", alpha), ("lambda_ce", lambda_ce), ("lambda_dice", lambda_dice)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative number")
+        for term in terms:
+            if not isinstance(term, nn.Module):
+                raise ValueError(f"terms must be nn.Module losses, got {type(term).__name__}")
+        if schedule is not None and not callable(schedule):
+            raise ValueError(f"schedule={schedule!r} must be a callable epoch -> (w_base, w_aux) or None")
+        self.use_base = lambda_ce > 0 or lambda_dice > 0
+        if not self.use_base and len(terms) == 0:
+            raise ValueError("lambda_ce = lambda_dice = 0 and no terms: the loss would be empty")
+        self.terms = nn.ModuleList(terms)
+        self.alpha = float(alpha)
+        self.lambda_ce = float(lambda_ce)
+        self.lambda_dice = float(lambda_dice)
+        self.schedule = schedule
+        self.base = (
+            DiceCELoss(
+                to_onehot_y=True,
+                softmax=True,
+                include_background=include_background_dice,
+                lambda_ce=lambda_ce,
+                lambda_dice=lambda_dice,
+            )
+            if self.use_base
+            else None
+        )
+        self._context_names = [_accepted_context(t) for t in self.terms]
+        self._term_names = self._unique_names()
+        self.epoch = 0
+        self.weights = (1.0, 1.0)
+        self._components: dict[str, torch.Tensor] = {}
+
+    def _unique_names(self) -> list[str]:
+        names = [type(t).__name__ for t in self.terms]
+        return [f"{n}_{i}" if names.count(n) > 1 else n for i, n in enumerate(names)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch; with a schedule, ``(w_base, w_aux) = schedule(epoch)``."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch={epoch!r} must be a non-negative int")
+        self.epoch = epoch
+        if self.schedule is not None:
+            weights = tuple(float(w) for w in self.schedule(epoch))
+            if len(weights) != 2 or min(weights) < 0:
+                raise ValueError(f"schedule({epoch}) returned {weights!r}; expected two non-negative weights")
+            self.weights = weights
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor, **context: object) -> torch.Tensor:
+        w_base, w_aux = self.weights
+        components: dict[str, torch.Tensor] = {}
+        total = input.new_zeros(())
+        if self.base is not None:
+            labels = target
+            if target.shape[1] != 1 and target.shape[1] == input.shape[1]:
+                labels = target.argmax(dim=1, keepdim=True)
+            base = self.base(input, labels)
+            components["ce_dice"] = base.detach()
+            total = total + w_base * base
+        for name, term, accepted in zip(self._term_names, self.terms, self._context_names):
+            kwargs = context if accepted is None else {k: v for k, v in context.items() if k in accepted}
+            value = term(input, target, **kwargs)
+            components[name] = value.detach()
+            total = total + (w_aux * self.alpha) * value
+        components["total"] = total.detach()
+        self._components = components
+        return total
+
+    @property
+    def last_components(self) -> dict[str, float]:
+        """Unweighted parts of the last forward (``ce_dice``, each term by class name) and ``total``."""
+        return {k: float(v) for k, v in self._components.items()}
+
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``(B, C, *S)``: the first term's ``probabilities`` if any, else softmax."""
+        for term in self.terms:
+            if callable(getattr(term, "probabilities", None)):
+                return term.probabilities(output)
+        return torch.softmax(output, dim=1)
