@@ -1,0 +1,154 @@
+"""Per-case evaluation: one binary pair, one label map with several structures, many cases in parallel."""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+import numpy as np
+
+from rmseg.metrics._checks import as_binary_mask, as_label_map, as_spacing, check_same_shape
+from rmseg.metrics.overlap import confusion_counts, dice_from_counts, jaccard_from_counts
+from rmseg.metrics.surface import check_convention, check_empty_penalty, crop_to_union, surface_metrics
+
+METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "tp", "fp", "fn", "n_pred", "n_ref", "pred_empty", "ref_empty", "penalized")
+
+
+def _evaluate_masks(
+    pred: np.ndarray, gt: np.ndarray, spacing: np.ndarray, convention: str, empty_penalty: float | None
+) -> dict[str, float | int | bool]:
+    cropped_pred, cropped_gt = crop_to_union(pred, gt)
+    counts = confusion_counts(cropped_pred, cropped_gt)
+    distances = surface_metrics(pred, gt, spacing, convention, empty_penalty)
+    return {
+        "dice": dice_from_counts(counts["tp"], counts["n_pred"], counts["n_ref"]),
+        "jaccard": jaccard_from_counts(counts["tp"], counts["n_pred"], counts["n_ref"]),
+        "hd95": distances["hd95"],
+        "asd": distances["asd"],
+        **counts,
+        "pred_empty": counts["n_pred"] == 0,
+        "ref_empty": counts["n_ref"] == 0,
+        "penalized": distances["penalized"],
+    }
+
+
+def evaluate_case(
+    pred: object,
+    gt: object,
+    spacing: Sequence[float] | None = None,
+    convention: str = "medpy",
+    empty_penalty: float | None = None,
+) -> dict[str, float | int | bool]:
+    """All metrics of one binary 2D/3D prediction against its reference.
+
+    Returns ``dice, jaccard, hd95, asd`` (distances in spacing units, see ``rmseg.metrics.surface`` for
+    the conventions), voxel counts ``tp, fp, fn, n_pred, n_ref``, and flags ``pred_empty, ref_empty,
+    penalized`` (True when exactly one mask is empty and the distances are ``empty_penalty``, by default
+    the image diagonal). Both empty: Dice = Jaccard = 1, distances 0.
+    """
+    check_convention(convention)
+    check_empty_penalty(empty_penalty)
+    p, g = as_binary_mask(pred, "pred"), as_binary_mask(gt, "gt")
+    check_same_shape(p, g)
+    return _evaluate_masks(p, g, as_spacing(spacing, p.ndim), convention, empty_penalty)
+
+
+def _check_structures(structures: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
+    if not isinstance(structures, Mapping) or not structures:
+        raise ValueError(f"structures {structures!r} must be a non-empty mapping name -> label ids, e.g. {{'disc': [1, 2]}}")
+    checked = {}
+    for name, ids in structures.items():
+        ids = [ids] if isinstance(ids, (int, np.integer)) else list(ids)
+        if not ids or not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
+            raise ValueError(f"structure {name!r} has label ids {ids!r}; give a non-empty list of integer labels")
+        checked[str(name)] = [int(i) for i in ids]
+    return checked
+
+
+def evaluate_label_map(
+    pred: object,
+    gt: object,
+    structures: Mapping[str, Sequence[int]],
+    spacing: Sequence[float] | None = None,
+    convention: str = "medpy",
+    empty_penalty: float | None = None,
+) -> dict[str, dict[str, float | int | bool]]:
+    """``evaluate_case`` per structure of two integer label maps; a structure is the union of its label ids.
+
+    ``structures`` maps names to label ids, e.g. ``{"disc": [1, 2], "cup": [2]}``; returns ``{name: metrics}``.
+    """
+    check_convention(convention)
+    check_empty_penalty(empty_penalty)
+    checked = _check_structures(structures)
+    p, g = as_label_map(pred, "pred"), as_label_map(gt, "gt")
+    check_same_shape(p, g)
+    s = as_spacing(spacing, p.ndim)
+    return {
+        name: _evaluate_masks(np.isin(p, ids), np.isin(g, ids), s, convention, empty_penalty)
+        for name, ids in checked.items()
+    }
+
+
+def _case_rows(case: tuple, structures: dict[str, list[int]] | None, convention: str, empty_penalty: float | None) -> list[dict]:
+    case_id, pred, gt, spacing = case
+    if structures is None:
+        per_structure = {"mask": evaluate_case(pred, gt, spacing, convention, empty_penalty)}
+    else:
+        per_structure = evaluate_label_map(pred, gt, structures, spacing, convention, empty_penalty)
+    return [{"id": case_id, "structure": name, **metrics} for name, metrics in per_structure.items()]
+
+
+def _normalised_cases(cases: Iterable[tuple]) -> Iterator[tuple]:
+    for index, case in enumerate(cases):
+        if not isinstance(case, tuple) or len(case) not in (2, 3, 4):
+            raise ValueError(
+                f"case {index} must be a tuple (pred, gt), (id, pred, gt) or (id, pred, gt, spacing), got {type(case).__name__}"
+                + (f" of length {len(case)}" if isinstance(case, tuple) else "")
+            )
+        if len(case) == 2:
+            yield (str(index), case[0], case[1], None)
+        elif len(case) == 3:
+            yield (*case, None)
+        else:
+            yield case
+
+
+def evaluate_cases(
+    cases: Iterable[tuple],
+    structures: Mapping[str, Sequence[int]] | None = None,
+    *,
+    workers: int | None = 1,
+    convention: str = "medpy",
+    empty_penalty: float | None = None,
+) -> list[dict]:
+    """Evaluate many cases, spreading them over ``workers`` processes; rows come back in input order.
+
+    ``cases`` yields ``(pred, gt)``, ``(id, pred, gt)`` or ``(id, pred, gt, spacing)`` (a missing id is the
+    case's position). With ``structures`` the arrays are label maps (see ``evaluate_label_map``), without
+    they are binary masks reported as structure ``"mask"``. Returns one row per case and structure:
+    ``{"id", "structure", dice, jaccard, hd95, asd, tp, fp, fn, n_pred, n_ref, pred_empty, ref_empty,
+    penalized}``. ``workers=None`` uses every CPU core; ``1`` runs in this process. At most
+    ``2 * workers`` cases are in flight, so a lazy iterable keeps memory bounded.
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers {workers!r} must be a positive integer (or None for every CPU core)")
+    check_convention(convention)
+    check_empty_penalty(empty_penalty)
+    checked = None if structures is None else _check_structures(structures)
+    normalised = _normalised_cases(cases)
+    if workers == 1:
+        return [row for case in normalised for row in _case_rows(case, checked, convention, empty_penalty)]
+    rows: list[dict] = []
+    pending: deque[Future] = deque()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for case in normalised:
+            pending.append(pool.submit(_case_rows, case, checked, convention, empty_penalty))
+            if len(pending) >= 2 * workers:
+                rows.extend(pending.popleft().result())
+        while pending:
+            rows.extend(pending.popleft().result())
+    return rows

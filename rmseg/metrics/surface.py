@@ -1,0 +1,174 @@
+"""Surface-distance metrics (HD95, ASD) on binary masks, equal to medpy 0.5.2 and ~100x faster.
+
+Definitions (``connectivity=1`` as medpy's default):
+
+* surface ``S(M) = M XOR erode(M, cross)``, the cross being the connectivity-1 structuring element and
+  voxels outside the image counting as background (scipy's ``border_value=0``);
+* directed distances ``d(P->G) = {min_{g in S(G)} ||(p - g) * spacing|| : p in S(P)}``, one per surface
+  voxel of the prediction, and ``d(G->P)`` the other way round.
+
+Conventions (``convention=``):
+
+* ``"medpy"`` (default, the paper's): ``HD95 = P95(d(P->G) ++ d(G->P))`` (pooled);
+  ``ASD = mean(d(P->G))`` (directed, as ``medpy.metric.binary.asd(pred, gt)``).
+* ``"assd"``: ``HD95`` as medpy; ``ASD = mean(d(P->G) ++ d(G->P))``, the symmetric surface distance
+  pooled over both surfaces (medpy's own ``assd`` instead averages the two directed means).
+* ``"monai"``: ``HD95 = max(P95(d(P->G)), P95(d(G->P)))`` as
+  ``monai.metrics.compute_hausdorff_distance(percentile=95)``; ``ASD = mean(d(P->G))`` as
+  ``compute_average_surface_distance(symmetric=False)``.
+
+``P95`` is numpy's linearly interpolated 95th percentile (as medpy, and MONAI's ``torch.quantile``).
+
+Why not medpy itself: medpy runs two erosions and a Euclidean distance transform over the whole
+image. Here both masks are cropped to the bounding box of their union (zero-padded by one voxel, which
+is exactly what lies around it), surfaces are found with six shifted ANDs instead of
+``scipy.ndimage.binary_erosion`` (same result, ~5x faster), and distances come from a
+``scipy.spatial.cKDTree`` over surface voxels scaled by the spacing; voxels lying on both surfaces
+are at distance 0 and are not queried. ``benchmarks/metrics.py`` measures it against medpy and MONAI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from rmseg.metrics._checks import as_binary_mask, as_spacing, check_same_shape
+
+CONVENTIONS = ("medpy", "assd", "monai")
+
+
+def check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r} is unknown; choose one of {CONVENTIONS}")
+
+
+def check_empty_penalty(empty_penalty: float | None) -> None:
+    if empty_penalty is not None and not (float(empty_penalty) >= 0):
+        raise ValueError(
+            f"empty_penalty {empty_penalty!r} must be a non-negative distance, or None for the image diagonal"
+        )
+
+
+def image_diagonal(shape: Sequence[int], spacing: np.ndarray) -> float:
+    """Length of the image's diagonal in spacing units: ``sqrt(sum_k (shape_k * spacing_k)^2)``."""
+    return float(np.sqrt(np.sum((np.asarray(shape, dtype=np.float64) * spacing) ** 2)))
+
+
+def crop_to_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Views of both boolean masks on the bounding box of ``pred | gt`` (empty views if both are empty)."""
+    union = pred | gt
+    box = []
+    for axis in range(union.ndim):
+        other = tuple(a for a in range(union.ndim) if a != axis)
+        hits = np.flatnonzero(union.any(axis=other))
+        if hits.size == 0:
+            return pred[(slice(0, 0),) * pred.ndim], gt[(slice(0, 0),) * gt.ndim]
+        box.append(slice(hits[0], hits[-1] + 1))
+        union = union[(slice(None),) * axis + (box[-1],)]
+    return pred[tuple(box)], gt[tuple(box)]
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """``mask XOR erode(mask, connectivity-1 cross)`` with background outside the array (medpy's surface)."""
+    padded = np.pad(mask, 1)
+    interior = mask.copy()
+    centre = (slice(1, -1),) * mask.ndim
+    for axis in range(mask.ndim):
+        for shifted in (slice(0, -2), slice(2, None)):
+            interior &= padded[centre[:axis] + (shifted,) + centre[axis + 1 :]]
+    return mask & ~interior
+
+
+def directed_distances(
+    pred: np.ndarray, gt: np.ndarray, spacing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(d(P->G), d(G->P))`` for two non-empty boolean masks of one shape (no checks)."""
+    pred, gt = crop_to_union(pred, gt)
+    surface_pred, surface_gt = surface(pred), surface(gt)
+    shared = np.count_nonzero(surface_pred & surface_gt)
+
+    def points(mask: np.ndarray) -> np.ndarray:
+        return np.argwhere(mask) * spacing
+
+    tree_pred, tree_gt = cKDTree(points(surface_pred)), cKDTree(points(surface_gt))
+    pred_to_gt = tree_gt.query(points(surface_pred & ~surface_gt))[0]
+    gt_to_pred = tree_pred.query(points(surface_gt & ~surface_pred))[0]
+    zeros = np.zeros(shared)
+    return np.concatenate([zeros, pred_to_gt]), np.concatenate([zeros, gt_to_pred])
+
+
+def summarize_distances(pred_to_gt: np.ndarray, gt_to_pred: np.ndarray, convention: str) -> tuple[float, float]:
+    """``(hd95, asd)`` of the directed distances under ``convention`` (see the module docstring)."""
+    pooled = np.concatenate([pred_to_gt, gt_to_pred])
+    if convention == "monai":
+        hd = max(np.percentile(pred_to_gt, 95), np.percentile(gt_to_pred, 95))
+    else:
+        hd = np.percentile(pooled, 95)
+    mean = pooled.mean() if convention == "assd" else pred_to_gt.mean()
+    return float(hd), float(mean)
+
+
+def surface_metrics(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: np.ndarray,
+    convention: str = "medpy",
+    empty_penalty: float | None = None,
+) -> dict[str, float | bool]:
+    """``hd95, asd, penalized`` of two checked boolean masks.
+
+    Both empty: distances 0, not penalized. Exactly one empty: both distances equal ``empty_penalty``
+    (None: the image diagonal in spacing units) and ``penalized`` is True.
+    """
+    pred_any, gt_any = bool(pred.any()), bool(gt.any())
+    if not pred_any and not gt_any:
+        return {"hd95": 0.0, "asd": 0.0, "penalized": False}
+    if pred_any != gt_any:
+        penalty = image_diagonal(pred.shape, spacing) if empty_penalty is None else float(empty_penalty)
+        return {"hd95": penalty, "asd": penalty, "penalized": True}
+    hd, mean = summarize_distances(*directed_distances(pred, gt, spacing), convention)
+    return {"hd95": hd, "asd": mean, "penalized": False}
+
+
+def _checked(pred: object, gt: object, spacing: Sequence[float] | None, convention: str, empty_penalty: float | None):
+    check_convention(convention)
+    check_empty_penalty(empty_penalty)
+    p, g = as_binary_mask(pred, "pred"), as_binary_mask(gt, "gt")
+    check_same_shape(p, g)
+    return p, g, as_spacing(spacing, p.ndim)
+
+
+def hd95(
+    pred: object,
+    gt: object,
+    spacing: Sequence[float] | None = None,
+    *,
+    convention: str = "medpy",
+    empty_penalty: float | None = None,
+) -> float:
+    """95th-percentile Hausdorff distance of two binary 2D/3D masks, in spacing units.
+
+    Default: ``P95(d(P->G) ++ d(G->P))`` as ``medpy.metric.binary.hd95``; ``convention="monai"`` takes the
+    larger directed percentile. One mask empty: ``empty_penalty`` (None: image diagonal).
+    """
+    p, g, s = _checked(pred, gt, spacing, convention, empty_penalty)
+    return float(surface_metrics(p, g, s, convention, empty_penalty)["hd95"])
+
+
+def asd(
+    pred: object,
+    gt: object,
+    spacing: Sequence[float] | None = None,
+    *,
+    convention: str = "medpy",
+    empty_penalty: float | None = None,
+) -> float:
+    """Average surface distance of two binary 2D/3D masks, in spacing units.
+
+    Default: ``mean(d(P->G))`` as ``medpy.metric.binary.asd(pred, gt)``; ``convention="assd"`` pools both
+    directions. One mask empty: ``empty_penalty`` (None: image diagonal).
+    """
+    p, g, s = _checked(pred, gt, spacing, convention, empty_penalty)
+    return float(surface_metrics(p, g, s, convention, empty_penalty)["asd"])
