@@ -1,0 +1,109 @@
+"""Signed-distance-function loss (Xue et al., "Shape-aware organ segmentation by predicting signed
+distance maps", AAAI 2020), in the form of Ma et al.'s comparison (SegWithDistMap, train_LA_AAAISDF.py)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rmseg.losses._utils import check_choice, prepare_probabilities_and_onehot, reduce_batch
+from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, normalized_signed_distance_map
+
+__all__ = ["SignedDistanceLoss"]
+
+
+class SignedDistanceLoss(nn.Module):
+    """The network regresses each foreground class's normalised signed distance map.
+
+    With ``f = tanh(output[:, c])`` for each foreground class ``c >= 1``, ``phi`` the normalised SDF
+    of the ground truth (in ``[-1, 1]``, negative inside, see
+    :func:`~rmseg.losses.distance_maps.normalized_signed_distance_map`) and ``h = sigmoid(-k f)``:
+
+        L_product = (sum f phi + s) / (sum f phi + sum f^2 + sum phi^2 + s)
+        L_sdf     = mean |f - phi| - L_product
+        L_dice    = 1 - (2 sum h g + s) / (sum h^2 + sum g^2 + s)
+        L         = dice_weight * L_dice + sdf_weight * L_sdf
+
+    per sample and class (sums over voxels), averaged over the foreground classes, then reduced
+    over the batch. Defaults ``k = 1500``, ``sdf_weight = 10``, ``dice_weight = 1``: Ma et al.'s
+    ``loss_seg_dice + 10 * loss_sdf_aaai`` ("lambda = 10 in this paper"); they pool the sums over
+    the batch, rmseg keeps samples apart. Range per class: ``L_product`` in ``[-1, 1/3]``, so
+    ``L`` in ``[-sdf_weight / 3, dice_weight + 3 sdf_weight]``: the loss can be negative.
+
+    The output keeps the rmseg contract of ``C = num_classes`` channels; channel 0 is unused (no
+    gradient reaches it). Use as the only term of ``SegmentationLoss(lambda_ce=0, lambda_dice=0)``;
+    inference goes through :meth:`probabilities`.
+
+    Args:
+        k: steepness of the smooth Heaviside, > 0.
+        sdf_weight, dice_weight: weights of ``L_sdf`` and ``L_dice``, >= 0, not both 0.
+        smooth: ``s`` > 0.
+        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
+        reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
+        backend: EDT backend, ``"edt"`` or ``"scipy"``.
+
+    Shapes: output ``(B, C, *S)``, ``C >= 2``, 1 to 3 spatial dims; target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    """
+
+    def __init__(
+        self,
+        k: float = 1500.0,
+        sdf_weight: float = 10.0,
+        dice_weight: float = 1.0,
+        smooth: float = 1e-5,
+        to_onehot_y: bool = True,
+        reduction: str = "mean",
+        backend: str = DEFAULT_BACKEND,
+    ) -> None:
+        super().__init__()
+        for name, value in (("k", k), ("sdf_weight", sdf_weight), ("dice_weight", dice_weight), ("smooth", smooth)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{name}={value!r} must be a non-negative number")
+        if k == 0 or smooth == 0:
+            raise ValueError(f"k={k!r} and smooth={smooth!r} must be > 0")
+        if sdf_weight == 0 and dice_weight == 0:
+            raise ValueError("sdf_weight = dice_weight = 0: the loss would be empty")
+        check_choice("reduction", reduction, ("mean", "sum", "none"))
+        check_choice("backend", backend, BACKENDS)
+        self.k, self.sdf_weight, self.dice_weight, self.smooth = float(k), float(sdf_weight), float(dice_weight), float(smooth)
+        self.to_onehot_y = bool(to_onehot_y)
+        self.reduction = reduction
+        self.backend = backend
+
+    def _check_channels(self, output: torch.Tensor) -> None:
+        if output.ndim < 3 or output.shape[1] < 2:
+            raise ValueError(
+                f"output shape {tuple(output.shape)} must be (B, C, *S) with C >= 2 (background + foreground "
+                "classes; channel 0 is unused by the SDF head)"
+            )
+
+    def predicted_sdf(self, output: torch.Tensor) -> torch.Tensor:
+        """``tanh`` of the foreground channels: the predicted normalised SDF ``(B, C - 1, *S)``."""
+        self._check_channels(output)
+        return torch.tanh(output[:, 1:])
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        self._check_channels(input)
+        # Activation only to reuse the shared checks; the SDF head reads the raw output.
+        _, onehot = prepare_probabilities_and_onehot(input, target, "sigmoid", self.to_onehot_y, False)
+        f = self.predicted_sdf(input)
+        phi = normalized_signed_distance_map(onehot > 0.5, backend=self.backend).to(f.dtype)
+        s = self.smooth
+        intersect = (f * phi).flatten(2).sum(2)
+        product = (intersect + s) / (intersect + (f**2).flatten(2).sum(2) + (phi**2).flatten(2).sum(2) + s)
+        l1 = (f - phi).abs().flatten(2).mean(2)
+        h = torch.sigmoid(-self.k * f)
+        g = onehot
+        dice = 1 - (2 * (h * g).flatten(2).sum(2) + s) / ((h**2).flatten(2).sum(2) + (g**2).flatten(2).sum(2) + s)
+        per_class = self.dice_weight * dice + self.sdf_weight * (l1 - product)
+        return reduce_batch(per_class.mean(1), self.reduction)
+
+    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
+        """``(B, C, *S)``: ``p_c = sigmoid(-k f_c)`` for ``c >= 1``, ``p_0 = 1 - max_c p_c``.
+
+        ``p_c > 0.5`` iff the predicted SDF ``f_c < 0``, so the argmax equals thresholding the SDF at 0
+        (the class with the most negative SDF wins where several are negative). For ``C = 2``,
+        ``p_0 + p_1 = 1``; for ``C > 2`` the values are not normalised over classes.
+        """
+        fg = torch.sigmoid(-self.k * self.predicted_sdf(output))
+        return torch.cat([1 - fg.amax(dim=1, keepdim=True), fg], dim=1)
