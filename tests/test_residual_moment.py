@@ -1,0 +1,248 @@
+"""ResidualMomentLoss against hand-worked values, Theorem 1, gradients and its input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rmseg.losses import ResidualMomentLoss
+from rmseg.losses._utils import check_orders, prepare_probabilities_and_onehot, reduce_batch
+
+ORDERS_2D = [(2, 0), (0, 2), (2, 2)]
+ORDERS_3D = [(2, 0, 0), (0, 2, 0), (0, 0, 2), (2, 2, 2)]
+
+
+def random_case(shape, classes=3, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn((shape[0], classes, *shape[1:]), generator=g, dtype=dtype)
+    labels = torch.randint(0, classes, (shape[0], 1, *shape[1:]), generator=g)
+    return logits, labels
+
+
+def squared_residual_map(logits, labels, include_background=False):
+    """sum over channels of (softmax - one-hot)^2 as numpy (B, *S), written without the rmseg helpers."""
+    probs = torch.softmax(logits, dim=1).numpy()
+    classes = logits.shape[1]
+    onehot = np.stack([(labels[:, 0].numpy() == c) for c in range(classes)], axis=1).astype(np.float64)
+    first = 0 if include_background else 1
+    return ((probs[:, first:] - onehot[:, first:]) ** 2).sum(axis=1)
+
+
+def central_moment(values, order, centre_index):
+    """sum_x prod_a ((x_a - centre_a) / size_a)^(2 p_a) * values(x) for one sample (numpy)."""
+    grids = np.indices(values.shape, dtype=np.float64)
+    weight = np.ones(values.shape)
+    for axis, power in enumerate(order):
+        size = values.shape[axis]
+        weight = weight * ((grids[axis] - centre_index(size)) / size) ** (2 * power)
+    return float((weight * values).sum())
+
+
+def test_order_zero_is_plain_sum_of_squared_errors():
+    logits, labels = random_case((2, 6, 5))
+    loss = ResidualMomentLoss([(0, 0)])(logits, labels)
+    expected = squared_residual_map(logits, labels).reshape(2, -1).sum(axis=1).mean()
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "grid, centre",
+    [("center", lambda n: (n - 1) / 2), ("paper", lambda n: n / 2 - 1)],
+)
+@pytest.mark.parametrize("shape, orders", [((2, 7, 6), ORDERS_2D + [(1, 3)]), ((2, 5, 6, 4), ORDERS_3D + [(1, 0, 3)])])
+def test_theorem1_loss_is_central_moment_of_squared_residual(shape, orders, grid, centre):
+    logits, labels = random_case(shape, seed=len(shape))
+    loss = ResidualMomentLoss(orders, grid=grid, reduction="none")(logits, labels)
+    r2 = squared_residual_map(logits, labels)
+    expected = [sum(central_moment(r2[b], order, centre) for order in orders) for b in range(shape[0])]
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-12)
+
+
+def test_three_by_three_by_hand():
+    pred = torch.tensor([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6], [0.7, 0.8, 0.9]], dtype=torch.float64)[None, None]
+    gt = torch.tensor([[0, 0, 1], [0, 1, 1], [0, 0, 0]], dtype=torch.float64)[None, None]
+    kwargs = dict(activation=None, to_onehot_y=False, include_background=True)
+    # Squared residuals: row 0 -> 0.01 0.04 0.49 (0.54); row 1 -> 0.16 0.25 0.16 (0.57); row 2 -> 0.49 0.64 0.81 (1.94).
+    # Default grid, H = 3: C = (i + 0.5 - 1.5) / 3 = -1/3, 0, 1/3.
+    assert ResidualMomentLoss([(0, 0)], **kwargs)(pred, gt).item() == pytest.approx(3.05)
+    # (2, 0): rows 0 and 2 weigh (1/3)^4 = 1/81, row 1 weighs 0.
+    assert ResidualMomentLoss([(2, 0)], **kwargs)(pred, gt).item() == pytest.approx((0.54 + 1.94) / 81)
+    # (1, 1): only the corners weigh (1/3 * 1/3)^2 = 1/81: 0.01 + 0.49 + 0.49 + 0.81.
+    assert ResidualMomentLoss([(1, 1)], **kwargs)(pred, gt).item() == pytest.approx(1.80 / 81)
+    # Paper grid, 1-based i: C = (i - 1.5) / 3 = -1/6, 1/6, 1/2 -> row weights 1/1296, 1/1296, 1/16.
+    paper = ResidualMomentLoss([(2, 0)], grid="paper", **kwargs)(pred, gt).item()
+    assert paper == pytest.approx(0.54 / 1296 + 0.57 / 1296 + 1.94 / 16)
+    # Mean over pixels divides by 9.
+    mean = ResidualMomentLoss([(2, 0)], pixel_reduction="mean", **kwargs)(pred, gt).item()
+    assert mean == pytest.approx((0.54 + 1.94) / 81 / 9)
+
+
+@pytest.mark.parametrize("shape, orders", [((3, 8, 6), ORDERS_2D), ((2, 6, 5, 4), ORDERS_3D)])
+def test_fused_orders_equal_sum_of_separate_orders(shape, orders):
+    logits, labels = random_case(shape, seed=3)
+    fused = ResidualMomentLoss(orders, reduction="none")(logits, labels)
+    separate = sum(ResidualMomentLoss([o], reduction="none")(logits, labels) for o in orders)
+    torch.testing.assert_close(fused, separate, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("frame", ["patch", "volume"])
+def test_gradcheck_float64(frame):
+    logits, labels = random_case((2, 5, 4), seed=4)
+    logits.requires_grad_(True)
+    loss = ResidualMomentLoss([(2, 0), (1, 1)], coordinate_frame=frame)
+    context = dict(offset=torch.tensor([[1, 0], [3, 2]]), full_shape=torch.tensor([9, 7]))
+    assert torch.autograd.gradcheck(lambda x: loss(x, labels, **context), (logits,))
+    logits3, labels3 = random_case((1, 3, 4, 3), classes=2, seed=5)
+    logits3.requires_grad_(True)
+    loss3 = ResidualMomentLoss([(2, 0, 2)], include_background=True, activation="sigmoid")
+    assert torch.autograd.gradcheck(lambda x: loss3(x, labels3), (logits3,))
+
+
+def test_zero_iff_prediction_equals_target():
+    _, labels = random_case((1, 4, 6), classes=3, seed=6)
+    onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()
+    loss = ResidualMomentLoss([(2, 0), (0, 2)], activation=None, to_onehot_y=False)
+    assert loss(onehot, onehot).item() == 0.0
+    labelled = ResidualMomentLoss([(2, 0), (0, 2)], activation=None)
+    assert labelled(onehot, labels).item() == 0.0
+    # Even sizes put no pixel centre on a zero coordinate, so every single-pixel error is seen.
+    for i in range(4):
+        for j in range(6):
+            wrong = onehot.clone()
+            wrong[0, :, i, j] = wrong[0, :, i, j].roll(1)
+            assert loss(wrong, onehot).item() > 0
+
+
+@pytest.mark.parametrize("shape, orders", [((2, 7, 6), ORDERS_2D), ((2, 5, 6, 4), ORDERS_3D)])
+def test_flip_leaves_even_orders_unchanged_on_default_grid(shape, orders):
+    logits, labels = random_case(shape, seed=7)
+    loss = ResidualMomentLoss(orders, reduction="none")
+    reference = loss(logits, labels)
+    for axis in range(2, logits.ndim):
+        flipped = loss(logits.flip(axis), labels.flip(axis))
+        torch.testing.assert_close(flipped, reference, rtol=1e-12, atol=0)
+    paper = ResidualMomentLoss(orders, grid="paper", reduction="none")
+    assert not torch.allclose(paper(logits.flip(2), labels.flip(2)), paper(logits, labels))
+
+
+@pytest.mark.parametrize("shape, orders", [((2, 7, 6), ORDERS_2D), ((2, 5, 6, 4), ORDERS_3D)])
+def test_volume_frame_equals_patch_frame_for_whole_image(shape, orders):
+    logits, labels = random_case(shape, seed=8)
+    patch = ResidualMomentLoss(orders, reduction="none")(logits, labels)
+    volume = ResidualMomentLoss(orders, reduction="none", coordinate_frame="volume")
+    ndim = len(shape) - 1
+    whole = volume(logits, labels, offset=torch.zeros(ndim, dtype=torch.long), full_shape=torch.tensor(shape[1:]))
+    torch.testing.assert_close(whole, patch, rtol=1e-12, atol=0)
+
+
+def test_volume_frame_weights_are_the_full_image_weights_at_the_patch():
+    loss = ResidualMomentLoss(ORDERS_3D, coordinate_frame="volume")
+    full_shape = (9, 8, 7)
+    full = loss.weight_map(full_shape, torch.float64)
+    offset = torch.tensor([[0, 0, 0], [5, 3, 4], [2, 4, 1]])
+    patch = loss.weight_map((4, 4, 3), torch.float64, offset=offset, full_shape=torch.tensor([full_shape] * 3))
+    for b, (i, j, k) in enumerate(offset.tolist()):
+        torch.testing.assert_close(patch[b], full[i : i + 4, j : j + 4, k : k + 3], rtol=1e-12, atol=0)
+
+
+def test_patch_crop_in_volume_frame_matches_masked_full_image():
+    logits, labels = random_case((1, 10, 9), seed=9)
+    full = ResidualMomentLoss(ORDERS_2D, activation=None, to_onehot_y=False)
+    probs = torch.softmax(logits, 1)
+    onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()
+    outside = torch.ones_like(probs, dtype=torch.bool)
+    outside[:, :, 3:7, 2:8] = False
+    expected = full(torch.where(outside, onehot, probs), onehot)
+    crop = ResidualMomentLoss(ORDERS_2D, activation=None, to_onehot_y=False, coordinate_frame="volume")
+    got = crop(probs[:, :, 3:7, 2:8], onehot[:, :, 3:7, 2:8], offset=torch.tensor([3, 2]), full_shape=torch.tensor([10, 9]))
+    assert got.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_reductions_background_and_target_forms():
+    logits, labels = random_case((3, 6, 5), seed=10)
+    per_sample = ResidualMomentLoss(ORDERS_2D, reduction="none")(logits, labels)
+    assert per_sample.shape == (3,)
+    assert ResidualMomentLoss(ORDERS_2D, reduction="sum")(logits, labels).item() == pytest.approx(per_sample.sum().item())
+    assert ResidualMomentLoss(ORDERS_2D)(logits, labels).item() == pytest.approx(per_sample.mean().item())
+    onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2)
+    from_onehot = ResidualMomentLoss(ORDERS_2D, to_onehot_y=False, reduction="none")(logits, onehot)
+    torch.testing.assert_close(from_onehot, per_sample)
+    with_bg = ResidualMomentLoss([(2, 2)], include_background=True, reduction="none")(logits, labels)
+    r2_all = squared_residual_map(logits, labels, include_background=True)
+    expected = [central_moment(r2_all[b], (2, 2), lambda n: (n - 1) / 2) for b in range(3)]
+    np.testing.assert_allclose(with_bg.numpy(), expected, rtol=1e-12)
+
+
+def test_weight_map_cached_per_shape_dtype_device():
+    loss = ResidualMomentLoss(ORDERS_2D)
+    first = loss.weight_map((8, 6), torch.float32)
+    assert loss.weight_map((8, 6), torch.float32) is first
+    assert loss.weight_map((8, 6), torch.float64).dtype == torch.float64
+    assert loss.weight_map((8, 7), torch.float32).shape == (8, 7)
+    assert len(loss._weight_cache) == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(orders=[(2, -1)]), r"-1"),
+        (dict(orders=[(2.5, 0)]), r"2\.5"),
+        (dict(orders=[(2, 0), (2, 0, 0)]), r"mix lengths"),
+        (dict(orders=[(2,)]), r"\(2,\)"),
+        (dict(orders=[]), r"non-empty"),
+        (dict(orders=[(2, 0)], grid="corner"), r"grid='corner'"),
+        (dict(orders=[(2, 0)], reduction="max"), r"reduction='max'"),
+        (dict(orders=[(2, 0)], pixel_reduction="avg"), r"pixel_reduction='avg'"),
+        (dict(orders=[(2, 0)], activation="relu"), r"activation='relu'"),
+        (dict(orders=[(2, 0)], coordinate_frame="world"), r"coordinate_frame='world'"),
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ResidualMomentLoss(**kwargs)
+
+
+def test_bad_inputs_name_the_problem():
+    logits, labels = random_case((2, 6, 5), seed=11)
+    loss = ResidualMomentLoss(ORDERS_2D)
+    with pytest.raises(ValueError, match=r"2D but input shape \(2, 3, 6, 5, 1\)"):
+        loss(logits[..., None], labels[..., None])
+    with pytest.raises(ValueError, match=r"target shape \(2, 1, 6, 4\) does not match"):
+        loss(logits, labels[..., :4])
+    with pytest.raises(ValueError, match=r"labels span \[0, 3\].*\[0, 3\)"):
+        loss(logits, labels.clamp(max=2) + (labels == 2).long())
+    with pytest.raises(ValueError, match=r"integer class indices"):
+        loss(logits, labels.double() + 0.5)
+    no_act = ResidualMomentLoss(ORDERS_2D, activation=None)
+    with pytest.raises(ValueError, match=r"input probability values span .*activation"):
+        no_act(logits, labels)
+    with pytest.raises(ValueError, match=r"to_onehot_y=False"):
+        loss(logits, torch.zeros_like(logits))
+    volume = ResidualMomentLoss(ORDERS_2D, coordinate_frame="volume")
+    with pytest.raises(ValueError, match=r"needs offset"):
+        volume(logits, labels)
+    with pytest.raises(ValueError, match=r"does not fit in full_shape"):
+        volume(logits, labels, offset=torch.tensor([2, 0]), full_shape=torch.tensor([7, 5]))
+    with pytest.raises(ValueError, match=r"full_shape shape \(3,\)"):
+        volume(logits, labels, offset=torch.tensor([0, 0]), full_shape=torch.tensor([7, 5, 3]))
+    with pytest.raises(ValueError, match=r"offset must hold integers"):
+        volume(logits, labels, offset=torch.tensor([0.0, 0.0]), full_shape=torch.tensor([7, 5]))
+
+
+def test_shared_helpers():
+    assert check_orders([[2, 0], (0, 2)]) == ((2, 0), (0, 2))
+    values = torch.tensor([1.0, 2.0, 6.0])
+    assert reduce_batch(values, "mean").item() == 3.0
+    assert reduce_batch(values, "sum").item() == 9.0
+    assert reduce_batch(values, "none") is values
+    logits = torch.zeros(1, 2, 2, 2)
+    probs, onehot = prepare_probabilities_and_onehot(logits, torch.tensor([[[[0, 1], [1, 1]]]]), "sigmoid", True, True)
+    torch.testing.assert_close(probs, torch.full((1, 2, 2, 2), 0.5))
+    assert onehot[0, 1].tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    with pytest.warns(UserWarning, match="single channel"):
+        prepare_probabilities_and_onehot(logits[:, :1], torch.ones(1, 1, 2, 2), "sigmoid", False, False)
+    with pytest.raises(ValueError, match="at least 2 output channels"):
+        prepare_probabilities_and_onehot(logits[:, :1], torch.ones(1, 1, 2, 2), "softmax", False, True)
+    with pytest.raises(ValueError, match=r"one-hot target values span \[2.0, 2.0\]"):
+        prepare_probabilities_and_onehot(logits, 2 * torch.ones(1, 2, 2, 2), "softmax", False, True)
