@@ -81,9 +81,9 @@ class SegmentationLoss(nn.Module):
         )
         self._context_names = [_accepted_context(t) for t in self.terms]
         self._term_names = self._unique_names()
-        self.epoch = 0
         self.weights = (1.0, 1.0)
         self._components: dict[str, torch.Tensor] = {}
+        self.set_epoch(0)
 
     def _unique_names(self) -> list[str]:
         names = [type(t).__name__ for t in self.terms]

@@ -1,0 +1,152 @@
+"""SegmentationLoss against hand-worked values and MONAI DiceCELoss + separately computed terms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from monai.losses import DiceCELoss
+from torch import nn
+
+from rmseg.losses import ResidualMomentLoss, SegmentationLoss
+
+
+def random_case(seed=0, shape=(2, 3, 8, 6)):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(shape, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=g)
+    return logits, labels
+
+
+class RecordingTerm(nn.Module):
+    """Mean of the logits; records the context keywords it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: dict = {}
+
+    def forward(self, input, target, offset=None):
+        self.seen = {"offset": offset}
+        return input.mean()
+
+
+class KwargsTerm(nn.Module):
+    def forward(self, input, target, **context):
+        self.seen = dict(context)
+        return input.sum() * 0 + 2.0
+
+
+class ProbabilityTerm(nn.Module):
+    def forward(self, input, target):
+        return input.mean()
+
+    def probabilities(self, output):
+        return torch.sigmoid(output)
+
+
+def test_hand_worked_total():
+    # Zero logits, 2 classes, labels [0, 1]: softmax = 0.5 everywhere.
+    logits = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
+    labels = torch.tensor([[[[0, 1]]]])
+    # CE = ln 2. Dice per channel = 1 - (2 * 0.5 + 1e-5) / (1 + 1 + 1e-5) = 0.5 (MONAI smoothing 1e-5).
+    # RM order (0, 0) on the foreground channel: (0.5 - 0)^2 + (0.5 - 1)^2 = 0.5; alpha = 2 -> 1.0.
+    loss = SegmentationLoss([ResidualMomentLoss([(0, 0)])], alpha=2.0)
+    total = loss(logits, labels)
+    assert total.item() == pytest.approx(math.log(2) + 0.5 + 1.0, abs=1e-5)
+    parts = loss.last_components
+    assert parts["ce_dice"] == pytest.approx(math.log(2) + 0.5, abs=1e-5)
+    assert parts["ResidualMomentLoss"] == pytest.approx(0.5)
+    assert parts["total"] == pytest.approx(total.item())
+    weighted = SegmentationLoss(lambda_ce=0.5, lambda_dice=2.0)(logits, labels)
+    assert weighted.item() == pytest.approx(0.5 * math.log(2) + 2.0 * 0.5, abs=1e-5)
+
+
+@pytest.mark.parametrize("include_background_dice", [True, False])
+def test_matches_monai_dicece_plus_rm(include_background_dice):
+    logits, labels = random_case(1)
+    rm = ResidualMomentLoss([(2, 0), (0, 2)])
+    loss = SegmentationLoss([rm], alpha=0.3, lambda_ce=0.7, lambda_dice=1.5, include_background_dice=include_background_dice)
+    monai = DiceCELoss(
+        to_onehot_y=True, softmax=True, lambda_ce=0.7, lambda_dice=1.5, include_background=include_background_dice
+    )
+    expected = monai(logits, labels) + 0.3 * rm(logits, labels)
+    torch.testing.assert_close(loss(logits, labels), expected)
+    onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2)
+    base_only = SegmentationLoss()
+    torch.testing.assert_close(base_only(logits, onehot), DiceCELoss(to_onehot_y=True, softmax=True)(logits, labels))
+
+
+def test_schedule_weights_base_and_terms():
+    logits, labels = random_case(2)
+    rm = ResidualMomentLoss([(2, 2)])
+    loss = SegmentationLoss([rm], alpha=0.5, schedule=lambda epoch: (1.0 - 0.1 * epoch, 0.1 * epoch))
+    base = DiceCELoss(to_onehot_y=True, softmax=True)(logits, labels)
+    term = rm(logits, labels)
+    torch.testing.assert_close(loss(logits, labels), base)  # epoch 0: (1, 0)
+    loss.set_epoch(3)
+    assert loss.weights == pytest.approx((0.7, 0.3))
+    torch.testing.assert_close(loss(logits, labels), 0.7 * base + 0.3 * 0.5 * term)
+    with pytest.raises(ValueError, match=r"epoch=-1"):
+        loss.set_epoch(-1)
+    bad = SegmentationLoss([rm], schedule=lambda epoch: (1.0, -0.5 * epoch))
+    with pytest.raises(ValueError, match=r"schedule\(2\) returned \(1.0, -1.0\)"):
+        bad.set_epoch(2)
+
+
+def test_base_skipped_when_both_lambdas_zero():
+    logits, labels = random_case(3)
+    rm = ResidualMomentLoss([(0, 2)])
+    loss = SegmentationLoss([rm], alpha=4.0, lambda_ce=0, lambda_dice=0)
+    assert loss.base is None
+    torch.testing.assert_close(loss(logits, labels), 4.0 * rm(logits, labels))
+    assert set(loss.last_components) == {"ResidualMomentLoss", "total"}
+
+
+def test_context_goes_only_to_terms_that_accept_it():
+    logits, labels = random_case(4)
+    recording, kwargs_term = RecordingTerm(), KwargsTerm()
+    volume_rm = ResidualMomentLoss([(2, 0)], coordinate_frame="volume")
+    loss = SegmentationLoss([recording, kwargs_term, volume_rm], alpha=1.0)
+    offset, full_shape = torch.tensor([[2, 1], [0, 3]]), torch.tensor([12, 10])
+    total = loss(logits, labels, offset=offset, full_shape=full_shape, id=["a", "b"])
+    assert recording.seen["offset"] is offset
+    assert set(kwargs_term.seen) == {"offset", "full_shape", "id"}
+    rm_value = volume_rm(logits, labels, offset=offset, full_shape=full_shape)
+    expected = DiceCELoss(to_onehot_y=True, softmax=True)(logits, labels) + logits.mean() + 2.0 + rm_value
+    torch.testing.assert_close(total, expected)
+    names = set(loss.last_components)
+    assert names == {"ce_dice", "RecordingTerm", "KwargsTerm", "ResidualMomentLoss", "total"}
+    twice = SegmentationLoss([RecordingTerm(), RecordingTerm()])
+    twice(logits, labels)
+    assert set(twice.last_components) == {"ce_dice", "RecordingTerm_0", "RecordingTerm_1", "total"}
+
+
+def test_probabilities_from_first_term_that_defines_them():
+    logits, _ = random_case(5)
+    torch.testing.assert_close(SegmentationLoss().probabilities(logits), torch.softmax(logits, 1))
+    loss = SegmentationLoss([RecordingTerm(), ProbabilityTerm()], lambda_ce=0, lambda_dice=0)
+    torch.testing.assert_close(loss.probabilities(logits), torch.sigmoid(logits))
+
+
+def test_gradient_reaches_logits():
+    logits, labels = random_case(6)
+    logits.requires_grad_(True)
+    SegmentationLoss([ResidualMomentLoss([(2, 0), (0, 2)])], alpha=1.0)(logits, labels).backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(alpha=-0.1), r"alpha=-0.1"),
+        (dict(lambda_ce=-1.0), r"lambda_ce=-1.0"),
+        (dict(lambda_dice=float("nan")), r"lambda_dice=nan"),
+        (dict(lambda_ce=0, lambda_dice=0), r"empty"),
+        (dict(terms=[lambda x, y: x]), r"nn.Module"),
+        (dict(schedule=0.5), r"schedule=0.5"),
+    ],
+)
+def test_bad_arguments_name_the_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SegmentationLoss(**kwargs)
