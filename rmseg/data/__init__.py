@@ -1,1 +1,106 @@
-"""Datasets: Drishti-GS, LA 2018 and their synthetic stand-ins."""
+"""Datasets: Drishti-GS, LA 2018 and their synthetic stand-ins.
+
+``build_train_dataset(cfg)`` and ``load_test_cases(cfg)`` take the data config node (DictConfig,
+dict or :mod:`rmseg.data.config` dataclass). Synthetic stand-ins are written on first use into
+``cfg.root``; the Drishti-GS release (and the raw LA release) is prepared on first use into
+``cfg.prepared_dir`` (default ``<repo>/data/prepared/<name-and-parameters>``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from monai.data import CacheDataset, Dataset
+from monai.transforms import Compose
+
+from rmseg.data import drishti, la
+from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, SyntheticConfig, as_data_config
+from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
+from rmseg.data.transforms import drishti_transforms, la_transforms
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+
+__all__ = [
+    "DataConfig",
+    "DrishtiConfig",
+    "LAConfig",
+    "SyntheticConfig",
+    "as_data_config",
+    "build_train_dataset",
+    "data_root",
+    "load_test_cases",
+]
+
+
+def default_prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
+    """``<repo>/data/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
+    if isinstance(cfg, DrishtiConfig):
+        params = f"{cfg.image_size[0]}x{cfg.image_size[1]}_t{cfg.threshold}"
+    else:
+        params = f"m{cfg.margin[0]}-{cfg.margin[1]}_s{cfg.seed}"
+    return DATA_DIR / "prepared" / f"{cfg.name}_{cfg.source}_{params}"
+
+
+def data_root(cfg: Any) -> Path:
+    """Root the readers use: the synthetic stand-in is written first if needed; for LA, a raw
+    challenge release is prepared into UA-MT's h5 layout under ``prepared_dir``."""
+    cfg = as_data_config(cfg)
+    root = Path(cfg.root)
+    syn = cfg.synthetic
+    if cfg.source == "synthetic":
+        write = write_gs_synthetic if isinstance(cfg, DrishtiConfig) else write_la_synthetic
+        write(root, syn.num_train, syn.num_test, tuple(syn.shape), syn.seed)
+    if isinstance(cfg, LAConfig) and not la.is_h5_layout(root) and la.find_raw_cases(root):
+        return la.prepare_raw(root, _prepared_dir(cfg), tuple(cfg.margin), cfg.seed)
+    return root
+
+
+def _prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
+    return Path(cfg.prepared_dir) if cfg.prepared_dir else default_prepared_dir(cfg)
+
+
+def prepare(cfg: Any) -> Path:
+    """Root of the ready-to-read data: the prepared Drishti-GS folder or the UA-MT LA root."""
+    cfg = as_data_config(cfg)
+    root = data_root(cfg)
+    if isinstance(cfg, DrishtiConfig):
+        return drishti.prepare(root, _prepared_dir(cfg), tuple(cfg.image_size), cfg.threshold, cfg.max_size_mismatch)
+    return root
+
+
+def build_train_dataset(cfg: Any) -> Dataset:
+    """Training samples ``{image (C, *S) float32, label (1, *S) int64, offset, full_shape, id}``.
+
+    With ``cfg.cache`` the deterministic part (reading) is held in memory by MONAI's CacheDataset.
+    Random transforms are seeded with ``cfg.seed``.
+    """
+    cfg = as_data_config(cfg)
+    root = prepare(cfg)
+    if isinstance(cfg, DrishtiConfig):
+        items = drishti.prepared_cases(root, "train")
+        fixed, random = drishti_transforms(cfg.flip)
+    else:
+        items = la.split_cases(root, "train", cfg.num_train)
+        fixed, random = la_transforms(cfg.patch_size)
+    transform = Compose([*fixed.transforms, *random.transforms])
+    transform.set_random_state(seed=cfg.seed)
+    if cfg.cache:
+        return CacheDataset(items, transform, progress=False, num_workers=max(cfg.num_workers, 1))
+    return Dataset(items, transform)
+
+
+def load_test_cases(cfg: Any) -> list[dict[str, Any]]:
+    """Whole test cases ``{id, image (C, *S) float32, label (*S) int64, spacing}`` (numpy)."""
+    cfg = as_data_config(cfg)
+    root = prepare(cfg)
+    cases = []
+    if isinstance(cfg, DrishtiConfig):
+        for case in drishti.prepared_cases(root, "test"):
+            image, labels = drishti.load_prepared(case)
+            cases.append({"id": case["id"], "image": image, "label": labels, "spacing": (1.0, 1.0)})
+    else:
+        for case in la.split_cases(root, "test"):
+            image, label = la.read_h5(case["path"])
+            cases.append({"id": case["id"], "image": image[None], "label": label.astype("int64"), "spacing": (1.0, 1.0, 1.0)})
+    return cases

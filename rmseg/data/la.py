@@ -1,0 +1,204 @@
+"""LA 2018 (Left Atrial Segmentation Challenge) as preprocessed by UA-MT (Yu et al., MICCAI 2019).
+
+UA-MT layout (what training reads)::
+
+    <root>/train.list, <root>/test.list                     one case id per line
+    <root>/2018LA_Seg_Training Set/<id>/mri_norm2.h5        image float32 (H, W, D), label uint8 0/1
+
+The paper's protocol (Ma et al.) trains on the first 16 ids of ``train.list`` and tests on the 20
+ids of ``test.list``. The raw challenge release (``<id>/lgemri.nrrd``, ``<id>/laendo.nrrd``) is turned
+into the same layout by :func:`prepare_raw` with UA-MT's preprocessing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from rmseg.data.prepared import prepare_once, sha256
+
+CASES_DIR = "2018LA_Seg_Training Set"
+H5_NAME = "mri_norm2.h5"
+LISTS = {"train": "train.list", "test": "test.list"}
+FORMAT_VERSION = 1
+
+
+def _check_root(root: Path) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"LA root {root} does not exist: download UA-MT's h5 files (make data) and set "
+            "data.root=<folder holding train.list> or RMSEG_DATA_ROOT=<folder holding la2018/>"
+        )
+
+
+def read_list(root: Path | str, split: str) -> list[str]:
+    """Case ids of ``train.list`` or ``test.list`` (blank lines ignored)."""
+    root = Path(root)
+    _check_root(root)
+    path = root / LISTS[split]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: put UA-MT's {LISTS[split]} (one case id per line) in {root}")
+    ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise ValueError(f"{path} lists no case id: restore UA-MT's {LISTS[split]}")
+    return ids
+
+
+def h5_path(root: Path | str, case_id: str) -> Path:
+    return Path(root) / CASES_DIR / case_id / H5_NAME
+
+
+def is_h5_layout(root: Path | str) -> bool:
+    return (Path(root) / LISTS["train"]).is_file() and (Path(root) / CASES_DIR).is_dir()
+
+
+def split_cases(root: Path | str, split: str, num_train: int = 16) -> list[dict[str, str]]:
+    """``[{id, path}]`` of the split: the first ``num_train`` ids of train.list, or all of test.list.
+
+    Absent files raise one FileNotFoundError naming the ids.
+    """
+    root = Path(root)
+    ids = read_list(root, split)
+    if split == "train":
+        if num_train > len(ids):
+            raise ValueError(f"data.num_train={num_train} but {root / LISTS['train']} lists only {len(ids)} ids")
+        ids = ids[:num_train]
+    missing = [i for i in ids if not h5_path(root, i).is_file()]
+    if missing:
+        present = len(ids) - len(missing)
+        shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(ids)} {split} ids are absent under {root / CASES_DIR} "
+            f"(no {H5_NAME}): {shown}. Only {present} are present; the paper's protocol needs the first 16 "
+            "ids of train.list and the 20 of test.list (data.num_train=16), or download the missing cases."
+        )
+    return [{"id": i, "path": str(h5_path(root, i))} for i in ids]
+
+
+def read_h5(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
+    """``(H, W, D)`` float32 image and uint8 label of a UA-MT h5 file; bad files name the fix."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("image", "label") if k not in f]
+            if missing:
+                raise ValueError(f"{path} lacks the dataset(s) {missing}: expected keys 'image' and 'label'; re-download it")
+            image = np.asarray(f["image"], dtype=np.float32)
+            label = np.asarray(f["label"])
+    except OSError as error:
+        raise ValueError(f"cannot read h5 file {path} ({error}): the file is corrupt; re-download it") from error
+    if image.ndim != 3 or image.shape != label.shape:
+        raise ValueError(
+            f"{path}: image shape {image.shape} and label shape {label.shape} must be equal 3D shapes; re-download it"
+        )
+    return image, label.astype(np.uint8)
+
+
+def h5_shapes(path: Path | str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes of ``image`` and ``label`` without reading the voxels."""
+    with h5py.File(path, "r") as f:
+        return tuple(f["image"].shape), tuple(f["label"].shape)
+
+
+def write_h5(path: Path, image: np.ndarray, label: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("image", data=image.astype(np.float32), compression="gzip")
+        f.create_dataset("label", data=label.astype(np.uint8), compression="gzip")
+
+
+def write_lists(root: Path, train: list[str], test: list[str]) -> None:
+    for split, ids in (("train", train), ("test", test)):
+        (root / LISTS[split]).write_text("".join(f"{i}\n" for i in ids))
+
+
+def ua_mt_preprocess(
+    image: np.ndarray,
+    label: np.ndarray,
+    rng: np.random.Generator,
+    margin: tuple[int, int] = (10, 20),
+    min_size: tuple[int, int] = (112, 112),
+) -> tuple[np.ndarray, np.ndarray]:
+    """UA-MT's preprocessing of one raw ``(X, Y, Z)`` volume.
+
+    z-score over the whole volume; in-plane crop to the label's bounding box widened by a margin drawn
+    in ``[margin[0], margin[1])`` per side and, where the bounding box is narrower than ``min_size``,
+    by half the shortfall on each side (clipped to the volume); all slices kept.
+    """
+    foreground = np.nonzero(label)
+    if not foreground[0].size:
+        raise ValueError("the label is empty: cannot crop around the atrium")
+    bounds = []
+    for axis in (0, 1):
+        lo, hi = int(foreground[axis].min()), int(foreground[axis].max())
+        pad = max(min_size[axis] - (hi - lo), 0) // 2
+        lo = max(lo - int(rng.integers(*margin)) - pad, 0)
+        hi = min(hi + int(rng.integers(*margin)) + pad, label.shape[axis])
+        bounds.append(slice(lo, hi))
+    image = image.astype(np.float64)
+    image = ((image - image.mean()) / image.std()).astype(np.float32)
+    return image[bounds[0], bounds[1]], label[bounds[0], bounds[1]]
+
+
+def find_raw_cases(root: Path | str) -> dict[str, Path]:
+    """``{id: folder}`` of raw challenge cases (``<id>/lgemri.nrrd``) one or two levels under ``root``."""
+    root = Path(root)
+    _check_root(root)
+    images = sorted(root.glob("*/lgemri.nrrd")) + sorted(root.glob("*/*/lgemri.nrrd"))
+    return {p.parent.name: p.parent for p in images}
+
+
+def read_nrrd(path: Path) -> np.ndarray:
+    """Array in the file's axis order ``(X, Y, Z)`` (as pynrrd, which UA-MT used, returns it)."""
+    import SimpleITK as sitk
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: each raw case folder needs lgemri.nrrd and laendo.nrrd")
+    try:
+        return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).transpose(2, 1, 0)
+    except RuntimeError as error:
+        raise ValueError(f"cannot read {path} ({str(error).splitlines()[0]}): the file is corrupt; re-download it") from error
+
+
+def prepare_raw(root: Path | str, prepared_dir: Path | str, margin: tuple[int, int] = (10, 20), seed: int = 0) -> Path:
+    """Write the raw challenge release under ``root`` as UA-MT h5 files + lists into ``prepared_dir``.
+
+    ``root`` must hold UA-MT's ``train.list`` and ``test.list`` beside the case folders. A no-op when
+    ``prepared_dir`` holds the same parameters; refused when it holds others.
+    """
+    root = Path(root)
+    folders = find_raw_cases(root)
+    if not folders:
+        raise FileNotFoundError(f"no raw LA case (<id>/lgemri.nrrd) under {root}: point data.root at the challenge release")
+    train, test = read_list(root, "train"), read_list(root, "test")
+    absent = [i for i in train + test if i not in folders]
+    if absent:
+        raise FileNotFoundError(
+            f"{len(absent)} ids of {root}/train.list or test.list have no <id>/lgemri.nrrd under {root}: "
+            f"{', '.join(absent[:8])}; add the cases or remove them from the lists"
+        )
+    parameters = {"dataset": "la2018-raw", "format_version": FORMAT_VERSION, "margin": list(margin), "seed": seed}
+
+    def write(tmp: Path) -> dict[str, Any]:
+        rng = np.random.default_rng(seed)
+        records = {}
+        for case_id in train + test:
+            image_path, label_path = folders[case_id] / "lgemri.nrrd", folders[case_id] / "laendo.nrrd"
+            image, label = read_nrrd(image_path), read_nrrd(label_path)
+            if image.shape != label.shape:
+                raise ValueError(f"{label_path} has shape {label.shape} but {image_path} has {image.shape}: restore both")
+            cropped, cropped_label = ua_mt_preprocess(image, (label == 255).astype(np.uint8), rng, margin)
+            write_h5(h5_path(tmp, case_id), cropped, cropped_label)
+            records[case_id] = {
+                "original_size": list(image.shape),
+                "prepared_size": list(cropped.shape),
+                "sources": {"image": sha256(image_path), "label": sha256(label_path)},
+            }
+        write_lists(tmp, train, test)
+        return {"name": "la2018", "split": {"train": train, "test": test}, "cases": records}
+
+    path, _ = prepare_once(prepared_dir, parameters, write)
+    return path

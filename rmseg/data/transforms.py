@@ -1,0 +1,140 @@
+"""MONAI dictionary transforms of the training pipelines.
+
+Deterministic part (cached by MONAI's CacheDataset): load a case into ``image (C, *S)`` float32 and
+``label (1, *S)`` int64. Random part: flips / axial 90-degree rotations, then for LA a random patch
+crop that records where the patch lies in the full augmented volume (``offset``, ``full_shape``) for
+``ResidualMomentLoss(coordinate_frame="volume")``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    RandFlipd,
+    Randomizable,
+    RandRotate90d,
+)
+
+from rmseg.data.drishti import load_prepared
+from rmseg.data.la import read_h5
+
+KEYS = ("image", "label")
+
+
+class LoadDrishtid(MapTransform):
+    """Prepared Drishti-GS case ``{id, image: png path, label: png path}`` -> row-major tensors.
+
+    Reads with PIL + numpy (no transpose), unlike MONAI's PILReader whose default reverses the axes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(KEYS)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        image, labels = load_prepared(data)
+        return {**data, "image": torch.from_numpy(image), "label": torch.from_numpy(labels)[None]}
+
+
+class LoadH5d(MapTransform):
+    """UA-MT case ``{id, path}`` -> ``image (1, H, W, D)`` float32 and ``label (1, H, W, D)`` int64."""
+
+    def __init__(self) -> None:
+        super().__init__(KEYS)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        image, label = read_h5(Path(data["path"]))
+        return {
+            "id": data["id"],
+            "image": torch.from_numpy(image)[None],
+            "label": torch.from_numpy(label.astype(np.int64))[None],
+        }
+
+
+class FullFramed(MapTransform):
+    """Whole-image sample: ``offset`` zeros and ``full_shape`` the image's spatial shape."""
+
+    def __init__(self) -> None:
+        super().__init__(KEYS)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        shape = data["image"].shape[1:]
+        return {
+            **data,
+            "offset": torch.zeros(len(shape), dtype=torch.int64),
+            "full_shape": torch.tensor(tuple(shape), dtype=torch.int64),
+        }
+
+
+class RandCropWithOffsetd(Randomizable, MapTransform):
+    """Random ``patch_size`` crop of ``image`` and ``label``, zero-padded first where smaller.
+
+    Padding is split evenly before/after each axis. Adds ``offset`` (patch start, int64 ``(ndim,)``) and
+    ``full_shape`` (shape of the padded full volume) so that ``full[offset + idx] == patch[idx]``.
+    MONAI's RandSpatialCropd does not return its start, hence this transform.
+    """
+
+    def __init__(self, patch_size: Sequence[int]) -> None:
+        MapTransform.__init__(self, KEYS)
+        if any(int(p) < 1 for p in patch_size):
+            raise ValueError(f"patch_size={list(patch_size)} must be positive integers")
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self._start: tuple[int, ...] = ()
+
+    def randomize(self, shape: Sequence[int]) -> None:
+        self._start = tuple(int(self.R.randint(0, s - p + 1)) for s, p in zip(shape, self.patch_size))
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        shape = tuple(out["image"].shape[1:])
+        if len(shape) != len(self.patch_size):
+            raise ValueError(f"patch_size={list(self.patch_size)} does not match the image's spatial shape {shape}")
+        pad = [max(p - s, 0) for s, p in zip(shape, self.patch_size)]
+        if any(pad):
+            flat = []  # torch.nn.functional.pad takes the last axis first
+            for amount in reversed(pad):
+                flat += [amount // 2, amount - amount // 2]
+            for key in KEYS:
+                out[key] = torch.nn.functional.pad(torch.as_tensor(out[key]), flat)
+            shape = tuple(out["image"].shape[1:])
+        self.randomize(shape)
+        window = (slice(None),) + tuple(slice(s, s + p) for s, p in zip(self._start, self.patch_size))
+        for key in KEYS:
+            out[key] = out[key][window]
+        out["offset"] = torch.tensor(self._start, dtype=torch.int64)
+        out["full_shape"] = torch.tensor(shape, dtype=torch.int64)
+        return out
+
+
+def _to_plain() -> EnsureTyped:
+    return EnsureTyped(keys=KEYS, data_type="tensor", track_meta=False)
+
+
+def drishti_transforms(flip: bool) -> tuple[Compose, Compose]:
+    """(deterministic, random) parts for Drishti-GS; random part: flips along rows and columns if ``flip``."""
+    random = [RandFlipd(KEYS, prob=0.5, spatial_axis=0), RandFlipd(KEYS, prob=0.5, spatial_axis=1)] if flip else []
+    return Compose([LoadDrishtid()]), Compose([*random, FullFramed(), _to_plain()])
+
+
+def la_transforms(patch_size: Sequence[int]) -> tuple[Compose, Compose]:
+    """(deterministic, random) parts for LA.
+
+    Random part: axial (axes 0, 1) rotation by k * 90 degrees, k uniform in 0..3, then flips along
+    each axial axis with probability 1/2 (together: the 8 symmetries of the square, uniformly), then
+    the patch crop with its offset.
+    """
+    random = [
+        RandRotate90d(KEYS, prob=1.0, max_k=4, spatial_axes=(0, 1)),
+        RandFlipd(KEYS, prob=0.5, spatial_axis=0),
+        RandFlipd(KEYS, prob=0.5, spatial_axis=1),
+        _to_plain(),
+        RandCropWithOffsetd(patch_size),
+    ]
+    return Compose([LoadH5d()]), Compose(random)
