@@ -17,7 +17,6 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
+
+from rmseg.metrics import evaluate_cases
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 COUNTS = ("tp", "fp", "fn", "n_pred", "n_ref")
@@ -144,18 +145,6 @@ def predict_probabilities(
     return probs[0].float().cpu()
 
 
-def _case_rows(args: tuple) -> list[dict]:
-    case_id, pred, gt, structures, spacing, convention = args
-    from rmseg.metrics import evaluate_label_map
-
-    result = evaluate_label_map(pred, gt, structures, spacing, convention=convention)
-    rows = []
-    for structure in structures:
-        values = result[structure]
-        rows.append({"id": case_id, "structure": structure, **{k: values[k] for k in ROW_COLUMNS[2:]}})
-    return rows
-
-
 def evaluate_predictions(
     predictions: Mapping[str, np.ndarray],
     cases: Sequence[Mapping],
@@ -166,6 +155,7 @@ def evaluate_predictions(
     """Per-case, per-structure metric rows of label maps ``{id: (*S) int}`` against ``cases``.
 
     Every test case needs a prediction of its label's shape (ValueError naming the case otherwise).
+    Metrics come from ``rmseg.metrics.evaluate_cases`` over ``eval_cfg.workers`` processes.
     The returned frame carries the test ids in ``df.attrs["case_ids"]`` for :func:`write_summary`.
     """
     eval_cfg = eval_config(eval_cfg)
@@ -178,14 +168,10 @@ def evaluate_predictions(
         pred, gt = np.asarray(predictions[cid]), np.asarray(case["label"])
         if pred.shape != gt.shape:
             raise ValueError(f"prediction of case {cid!r} has shape {pred.shape}, its label {gt.shape}")
-        spacing = tuple(float(s) for s in case.get("spacing", (1.0,) * gt.ndim))
-        jobs.append((cid, pred, gt, structures, spacing, eval_cfg.convention))
-    if eval_cfg.workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=min(eval_cfg.workers, len(jobs))) as pool:
-            per_case = list(pool.map(_case_rows, jobs))
-    else:
-        per_case = [_case_rows(job) for job in jobs]
-    df = pd.DataFrame([row for rows in per_case for row in rows], columns=list(ROW_COLUMNS))
+        spacing = tuple(float(s) for s in case.get("spacing") or (1.0,) * gt.ndim)
+        jobs.append((cid, pred, gt, spacing))
+    rows = evaluate_cases(jobs, structures, workers=min(eval_cfg.workers, max(len(jobs), 1)), convention=eval_cfg.convention)
+    df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     df.attrs["case_ids"] = [str(c["id"]) for c in cases]
     return df
 

@@ -1,0 +1,178 @@
+"""``rmseg-eval``: evaluate a trained checkpoint, or a folder of predictions, on a dataset's test cases.
+
+    rmseg-eval --checkpoint results/runs/table1/rm20/seed0/checkpoint.pt --out results/eval/rm20_seed0
+    rmseg-eval --predictions my_preds/ --data gs --out results/eval/mine [--data-override root=...]
+
+A checkpoint carries its resolved config (``data``, ``model``, ``loss``, ``eval``); predictions are label
+maps named by case id (``<id>.png`` in 2D, ``<id>.nii.gz`` in 3D) evaluated against the test cases of
+``--data`` (a name under ``configs/data/`` or a YAML file). Writes ``summary.json`` and
+``per_case.csv`` into ``--out``; an existing ``summary.json`` there is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from rmseg.evaluation import (
+    eval_config,
+    evaluate_model,
+    evaluate_predictions,
+    load_prediction_folder,
+    write_summary,
+)
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def load_data_config(data: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """A data config from a YAML path or a name in ``configs/data/``, with ``key=value`` overrides."""
+    path = Path(data)
+    if not path.is_file():
+        path = CONFIG_DIR / "data" / f"{data}.yaml"
+    if not path.is_file():
+        names = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+        raise FileNotFoundError(f"data config {data!r} is neither a YAML file nor one of configs/data/: {names}")
+    cfg = OmegaConf.load(path)
+    cfg.pop("defaults", None)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise ValueError(f"data overrides {bad} must be key=value")
+    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read ``checkpoint.pt`` and check it holds ``model`` (state dict) and ``config``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for a truncated or foreign file
+        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"checkpoint {path} must be a dict with 'model' and 'config' (written by rmseg-train)")
+    return ckpt
+
+
+def loss_probabilities(loss_cfg: dict | None):
+    """The ``probabilities`` of the first loss term that defines one (e.g. an SDF head), else None."""
+    from hydra.utils import get_class
+
+    for term in (loss_cfg or {}).get("terms") or []:
+        target = term.get("_target_") if isinstance(term, dict) else None
+        if target and hasattr(get_class(target), "probabilities"):
+            from hydra.utils import instantiate
+
+            return instantiate(term).probabilities
+    return None
+
+
+def _check_out(out: Path) -> None:
+    if (out / "summary.json").exists():
+        raise FileExistsError(f"{out / 'summary.json'} exists; choose another --out (results are never overwritten)")
+
+
+def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, device: str = "cpu", save: str | None = None, workers: int | None = None) -> Path:
+    """Evaluate a run's checkpoint on its data config's test cases; return the summary path."""
+    from rmseg.data import load_test_cases
+    from rmseg.models import build_model
+
+    out = Path(out)
+    _check_out(out)
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ckpt["config"]
+    cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    ecfg = OmegaConf.create(cfg.get("eval") or {})
+    if save is not None:
+        ecfg.save_predictions = save
+    if workers is not None:
+        ecfg.workers = workers
+    ecfg = eval_config(ecfg)
+    model = build_model(cfg["model"], cfg["data"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {checkpoint} does not match its model config: {err}") from err
+    model.to(device)
+    cases = load_test_cases(cfg["data"])
+    start = time.perf_counter()
+    df = evaluate_model(
+        model, cases, data_cfg=cfg["data"], eval_cfg=ecfg, probabilities_fn=loss_probabilities(cfg.get("loss")),
+        device=device, predictions_dir=out / "predictions",
+    )
+    meta = {
+        "experiment": cfg.get("name", Path(checkpoint).parent.parent.name),
+        "seed": cfg.get("seed"),
+        "dataset": cfg["data"]["name"],
+        "structures": cfg["data"]["structures"],
+        "convention": ecfg.convention,
+        "iterations": ckpt.get("iteration"),
+        "wall_time_s": time.perf_counter() - start,
+        "checkpoint": str(checkpoint),
+    }
+    write_summary(out, df, meta)
+    return out / "summary.json"
+
+
+def evaluate_folder(predictions: str | Path, data_cfg: DictConfig, out: str | Path, *, experiment: str, seed: int | None = None, workers: int = 1) -> Path:
+    """Evaluate a folder of label maps against the test cases of ``data_cfg``; return the summary path."""
+    from rmseg.data import load_test_cases
+
+    out = Path(out)
+    _check_out(out)
+    cases = load_test_cases(data_cfg)
+    preds = load_prediction_folder(predictions, [str(c["id"]) for c in cases])
+    start = time.perf_counter()
+    df = evaluate_predictions(preds, cases, structures=data_cfg["structures"], eval_cfg=eval_config({"workers": workers}))
+    meta = {
+        "experiment": experiment,
+        "seed": seed,
+        "dataset": data_cfg["name"],
+        "structures": OmegaConf.to_container(data_cfg["structures"]) if isinstance(data_cfg, DictConfig) else data_cfg["structures"],
+        "convention": "medpy",
+        "iterations": None,
+        "wall_time_s": time.perf_counter() - start,
+        "predictions": str(predictions),
+    }
+    write_summary(out, df, meta)
+    return out / "summary.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rmseg-eval", description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint.pt of a run (config read from it)")
+    source.add_argument("--predictions", help="folder of <id>.png / <id>.nii.gz label maps")
+    parser.add_argument("--data", help="with --predictions: data config name (configs/data/) or YAML file")
+    parser.add_argument("--data-override", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", required=True, help="folder for summary.json and per_case.csv")
+    parser.add_argument("--experiment", default="predictions", help="experiment name recorded in summary.json")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--save-predictions", choices=("none", "some", "all"), default=None)
+    parser.add_argument("--workers", type=int, default=1, help="processes for per-case metrics")
+    args = parser.parse_args(argv)
+    try:
+        if args.checkpoint:
+            path = evaluate_checkpoint(args.checkpoint, args.out, device=args.device, save=args.save_predictions, workers=args.workers)
+        else:
+            if not args.data:
+                parser.error("--predictions needs --data (a configs/data/ name or a YAML file)")
+            data_cfg = load_data_config(args.data, args.data_override)
+            path = evaluate_folder(args.predictions, data_cfg, args.out, experiment=args.experiment, seed=args.seed, workers=args.workers)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        print(f"rmseg-eval: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

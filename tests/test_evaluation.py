@@ -1,0 +1,227 @@
+"""Evaluation: sliding-window strides and averaging, per-case rows, summary.json, prediction files."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from monai.data.utils import dense_patch_slices
+from monai.inferers.utils import _get_scan_interval
+
+from rmseg.evaluation import (
+    EvalConfig,
+    eval_config,
+    evaluate_model,
+    evaluate_predictions,
+    ids_to_save,
+    load_prediction,
+    load_prediction_folder,
+    predict_probabilities,
+    read_summary,
+    save_prediction,
+    sliding_window_overlap,
+    write_summary,
+)
+
+STRUCTURES = {"disc": [1, 2], "cup": [2]}
+
+
+@pytest.mark.parametrize("shape", [(148, 132, 88), (244, 160, 88), (112, 112, 80), (100, 130, 88)])
+def test_overlap_gives_uamt_window_starts(shape):
+    roi, strides = (112, 112, 80), (18, 18, 4)
+    overlap = sliding_window_overlap(roi, strides)
+    padded = tuple(max(s, r) for s, r in zip(shape, roi))
+    interval = _get_scan_interval(padded, roi, 3, overlap)
+    starts = {tuple(sl.start for sl in sls) for sls in dense_patch_slices(padded, roi, interval)}
+    # UA-MT test_single_case: n = ceil((size - roi) / stride) + 1, start_i = min(stride * i, size - roi)
+    expected_axes = [
+        [min(st * i, n - r) for i in range(math.ceil((n - r) / st) + 1)] for n, r, st in zip(padded, roi, strides)
+    ]
+    expected = {(a, b, c) for a in expected_axes[0] for b in expected_axes[1] for c in expected_axes[2]}
+    assert starts == expected
+
+
+class WindowRamp(torch.nn.Module):
+    """Logits: channel 0 = 0, channel 1 = input + a ramp along axis 0 of the window (position-dependent)."""
+
+    def __init__(self, roi):
+        super().__init__()
+        self.register_buffer("ramp", torch.arange(roi[0], dtype=torch.float32).view(-1, 1, 1).expand(*roi) / 4)
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x), x + self.ramp], dim=1)
+
+
+def test_sliding_window_averages_probabilities_like_uamt_loop():
+    roi, strides = (6, 6, 4), (3, 2, 2)
+    image = torch.randn(1, 10, 9, 7, generator=torch.Generator().manual_seed(0))
+    model = WindowRamp(roi)
+    cfg = EvalConfig(roi_size=list(roi), strides=list(strides), sw_batch_size=3)
+    probs = predict_probabilities(model, image, eval_cfg=cfg)
+    # independent loop in the manner of UA-MT's test_single_case: sum softmax over windows, divide by count
+    score = torch.zeros(2, 10, 9, 7)
+    count = torch.zeros(10, 9, 7)
+    starts = [
+        [min(st * i, n - r) for i in range(math.ceil((n - r) / st) + 1)] for n, r, st in zip((10, 9, 7), roi, strides)
+    ]
+    for a in starts[0]:
+        for b in starts[1]:
+            for c in starts[2]:
+                patch = image[None, :, a : a + 6, b : b + 6, c : c + 4]
+                score[:, a : a + 6, b : b + 6, c : c + 4] += torch.softmax(model(patch), 1)[0]
+                count[a : a + 6, b : b + 6, c : c + 4] += 1
+    torch.testing.assert_close(probs, score / count, atol=1e-6, rtol=1e-5)
+
+
+def test_whole_image_2d_is_softmax_of_one_pass_and_custom_probabilities():
+    model = torch.nn.Conv2d(3, 3, 1)
+    image = torch.randn(3, 8, 5)
+    probs = predict_probabilities(model, image, eval_cfg=EvalConfig())
+    with torch.no_grad():
+        torch.testing.assert_close(probs, torch.softmax(model(image[None]), 1)[0])
+    sig = predict_probabilities(model, image, eval_cfg=EvalConfig(), probabilities_fn=torch.sigmoid)
+    with torch.no_grad():
+        torch.testing.assert_close(sig, torch.sigmoid(model(image[None]))[0])
+
+
+class FixedLogits(torch.nn.Module):
+    """Returns one-hot logits of a fixed label map, whatever the input."""
+
+    def __init__(self, label_map, num_classes=3):
+        super().__init__()
+        onehot = torch.nn.functional.one_hot(torch.as_tensor(label_map), num_classes).movedim(-1, 0).float()
+        self.register_buffer("logits", 10 * onehot[None])
+
+    def forward(self, x):
+        return self.logits.expand(x.shape[0], *self.logits.shape[1:])
+
+
+def _gs_case(cid="a"):
+    gt = np.zeros((8, 8), dtype=np.int64)
+    gt[2:6, 2:6] = 1  # disc 16 px
+    gt[3:5, 3:5] = 2  # cup 4 px (inside the disc)
+    return {"id": cid, "image": np.zeros((3, 8, 8), np.float32), "label": gt, "spacing": (1.0, 1.0)}
+
+
+def test_evaluate_model_rows_match_hand_worked_dice(tmp_path):
+    case = _gs_case()
+    pred = case["label"].copy()
+    pred[2:6, 4:6] = 0  # keep the left half of the disc: 8 px, cup cells (3..4, 3) -> 2 px
+    model = FixedLogits(pred)
+    df = evaluate_model(model, [case], data_cfg={"structures": STRUCTURES}, eval_cfg={"save_predictions": "all"},
+                        predictions_dir=tmp_path)
+    disc = df[df.structure == "disc"].iloc[0]
+    cup = df[df.structure == "cup"].iloc[0]
+    assert disc["dice"] == pytest.approx(2 * 8 / (16 + 8))
+    assert disc["jaccard"] == pytest.approx(8 / 16)
+    assert (disc["tp"], disc["fp"], disc["fn"]) == (8, 0, 8)
+    assert cup["dice"] == pytest.approx(2 * 2 / (4 + 2))
+    assert df.attrs["case_ids"] == ["a"]
+    np.testing.assert_array_equal(load_prediction(tmp_path / "a.png"), pred)
+
+
+def test_missing_prediction_and_shape_mismatch_are_errors():
+    case = _gs_case()
+    with pytest.raises(ValueError, match="no prediction for test case 'a'"):
+        evaluate_predictions({}, [case], structures=STRUCTURES)
+    with pytest.raises(ValueError, match="shape"):
+        evaluate_predictions({"a": np.zeros((4, 4), int)}, [case], structures=STRUCTURES)
+
+
+def test_prediction_files_round_trip_and_missing_file(tmp_path):
+    lab2 = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    lab3 = np.arange(24).reshape(2, 3, 4) % 2
+    save_prediction(tmp_path, "x", lab2)
+    save_prediction(tmp_path, "y", lab3, spacing=(0.625, 0.625, 0.625))
+    preds = load_prediction_folder(tmp_path, ["x", "y"])
+    np.testing.assert_array_equal(preds["x"], lab2)
+    np.testing.assert_array_equal(preds["y"], lab3)
+    assert not list(tmp_path.glob(".*tmp*"))
+    with pytest.raises(FileNotFoundError, match="'z'"):
+        load_prediction_folder(tmp_path, ["x", "z"])
+    with pytest.raises(ValueError, match="class indices"):
+        save_prediction(tmp_path, "bad", np.full((2, 2), 300))
+
+
+def test_ids_to_save():
+    ids = ["c", "a", "b"]
+    assert ids_to_save(ids, EvalConfig(save_predictions="some", num_saved=2)) == ["a", "b"]
+    assert ids_to_save(ids, EvalConfig(save_predictions="all")) == ["a", "b", "c"]
+    assert ids_to_save(ids, EvalConfig(save_predictions="none")) == []
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"strides": [18, 18]}, "one entry per axis"),
+        ({"strides": [0, 18, 4]}, "strides"),
+        ({"strides": [200, 18, 4]}, "strides"),
+        ({"save_predictions": "few"}, "save_predictions"),
+        ({"workers": 0}, "workers"),
+        ({"sw_batch_size": 0}, "sw_batch_size"),
+    ],
+)
+def test_eval_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        eval_config(bad)
+
+
+def _rows():
+    rows = []
+    for cid, disc, cup in (("a", 0.9, 0.6), ("b", 0.8, 0.7)):
+        for s, d in (("disc", disc), ("cup", cup)):
+            rows.append({"id": cid, "structure": s, "dice": d, "jaccard": d / (2 - d), "hd95": 2.0, "asd": 1.0,
+                         "tp": 1, "fp": 0, "fn": 0, "n_pred": 1, "n_ref": 1,
+                         "pred_empty": False, "ref_empty": False, "penalized": False})
+    df = pd.DataFrame(rows)
+    df.attrs["case_ids"] = ["a", "b"]
+    return df
+
+
+META = {"experiment": "table1/unet", "seed": 0, "dataset": "gs", "structures": STRUCTURES, "convention": "medpy",
+        "iterations": 5, "wall_time_s": 0.1}
+
+
+def test_write_summary_means_flags_and_round_trip(tmp_path):
+    df = _rows()
+    df.loc[(df.id == "b") & (df.structure == "cup"), ["hd95", "penalized"]] = [math.inf, True]
+    write_summary(tmp_path, df, META)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["mean"]["disc"]["dice"] == pytest.approx(0.85)
+    assert summary["std"]["disc"]["dice"] == pytest.approx(0.05)  # population std of 0.9, 0.8
+    assert summary["mean"]["cup"]["hd95"] == pytest.approx(2.0)  # the infinite value is left out ...
+    assert summary["flags"]["cup"]["undefined"]["hd95"] == 1  # ... and counted
+    assert summary["flags"]["cup"]["penalized"] == 1
+    assert [c["id"] for c in summary["cases"]] == ["a", "a", "b", "b"]
+    assert pd.read_csv(tmp_path / "per_case.csv").shape == (4, 14)
+    back = read_summary(tmp_path / "summary.json")
+    assert math.isnan([c for c in back["cases"] if c["id"] == "b" and c["structure"] == "cup"][0]["hd95"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["per_case.csv", "summary.json"]
+
+
+def test_write_summary_missing_case_is_an_error(tmp_path):
+    df = _rows()
+    with pytest.raises(ValueError, match=r"\('c', 'disc'\)"):
+        write_summary(tmp_path, df, {**META, "case_ids": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match=r"\('b', 'cup'\)"):
+        write_summary(tmp_path, df.iloc[:3], {**META, "case_ids": ["a", "b"]})
+    with pytest.raises(ValueError, match="lacks"):
+        write_summary(tmp_path, df, {"experiment": "x"})
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_read_summary_rejects_corrupt_files(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text('{"experiment": "x", "cases": [')
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_summary(path)
+    path.write_text(json.dumps({"experiment": "x", "seed": 0, "dataset": "gs", "structures": {"cup": [2]},
+                                "cases": [{"id": "a", "structure": "cup", "dice": "high", "jaccard": 0, "hd95": 0, "asd": 0}]}))
+    with pytest.raises(ValueError, match="dice"):
+        read_summary(path)
+    with pytest.raises(FileNotFoundError):
+        read_summary(tmp_path / "absent.json")
