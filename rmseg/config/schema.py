@@ -1,0 +1,139 @@
+"""Structured configs: the schema every YAML file in ``configs/`` extends.
+
+Registered in Hydra's ConfigStore by :func:`register`, so a misspelt key or a wrong type fails when the
+config is composed (before any run folder exists) with the key named, e.g.
+``Key 'max_iter' not in 'TrainerConfig'`` or ``Value 'ten' of type 'str' could not be converted to Integer``.
+``data`` is checked by ``rmseg.data.config`` and ``eval`` by ``rmseg.evaluation.EvalConfig``; ``loss`` is
+an instantiable ``_target_`` node whose keyword arguments the loss classes check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+class OnExists(str, Enum):
+    """What to do when the run folder of a completed run already exists."""
+
+    skip = "skip"
+    fail = "fail"
+
+
+class AmpDtype(str, Enum):
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+@dataclass
+class UNet2dConfig:
+    """MONAI ``UNet`` (2D); keys are its keyword arguments. ``out_channels`` None = data.num_classes."""
+
+    name: str = "unet2d"
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
+    num_res_units: int = 0
+    norm: str = "batch"
+    act: str = "relu"
+    dropout: float = 0.0
+    out_channels: Optional[int] = None
+
+
+@dataclass
+class VNet3dConfig:
+    """``rmseg.models.VNet3D`` (Ma et al. / UA-MT V-Net)."""
+
+    name: str = "vnet3d"
+    base_filters: int = 16
+    dropout: float = 0.5
+    out_channels: Optional[int] = None
+
+
+@dataclass
+class MonaiVNetConfig:
+    """MONAI ``VNet`` (Milletari et al.); keys are its keyword arguments."""
+
+    name: str = "monai_vnet"
+    dropout_prob: float = 0.5
+    dropout_prob_down: float = 0.5
+    dropout_prob_up: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    out_channels: Optional[int] = None
+
+
+@dataclass
+class OptimConfig:
+    """SGD with an optional step decay of the learning rate every ``lr_step_iters`` iterations."""
+
+    name: str = "sgd"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    lr_step_iters: Optional[int] = None
+    lr_gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    """Iteration-based training.
+
+    ``iters_per_epoch`` None = ceil(training cases / batch size): the epoch handed to loss schedules.
+    ``amp``: autocast in ``amp_dtype`` (bfloat16 runs on CPU and GPU; float16 needs CUDA).
+    """
+
+    max_iters: int = 2000
+    checkpoint_every: int = 250
+    log_every: int = 10
+    iters_per_epoch: Optional[int] = None
+    amp: bool = False
+    amp_dtype: AmpDtype = AmpDtype.bfloat16
+    device: str = "auto"
+    progress_bar: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class PathsConfig:
+    """Where results go; relative paths are taken from the directory the command runs in."""
+
+    results_dir: str = "results"
+    runs_dir: str = "${paths.results_dir}/runs"
+    data_dir: str = "data"
+
+
+@dataclass
+class RmsegConfig:
+    """The root config: one training run (``name`` / ``seed``) plus its groups."""
+
+    name: str = MISSING
+    seed: int = 0
+    resume: bool = False
+    on_exists: OnExists = OnExists.skip
+    data: Any = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    eval: Any = MISSING
+
+
+MODEL_SCHEMAS = {"unet2d": UNet2dConfig, "vnet3d": VNet3dConfig, "monai_vnet": MonaiVNetConfig}
+
+
+def register() -> None:
+    """Store the schemas: ``rmseg_schema`` (root), ``model/<name>_schema``, ``data/<name>_schema``, ``eval/schema``."""
+    from rmseg.data.config import DrishtiConfig, LAConfig
+    from rmseg.evaluation import EvalConfig
+
+    cs = ConfigStore.instance()
+    cs.store(name="rmseg_schema", node=RmsegConfig)
+    for name, node in MODEL_SCHEMAS.items():
+        cs.store(group="model", name=f"{name}_schema", node=node)
+    cs.store(group="data", name="gs_schema", node=DrishtiConfig)
+    cs.store(group="data", name="la_schema", node=LAConfig)
+    cs.store(group="eval", name="schema", node=EvalConfig)
