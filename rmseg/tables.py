@@ -305,8 +305,8 @@ def _tex(text: str) -> str:
 def render_latex(spec: TableSpec, df: pd.DataFrame, notes: Sequence[str]) -> str:
     header = _header(spec)
     lines = [
-        f"% {spec.title}. {_legend(spec)}",
-        *[f"% {note}" for note in notes],
+        f"% {_tex(spec.title)}. {_tex(_legend(spec))}",
+        *[f"% {_tex(note)}" for note in notes],
         r"\begin{table}",
         r"\centering",
         rf"\caption{{{_tex(spec.title)}}}",

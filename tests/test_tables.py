@@ -1,0 +1,124 @@
+"""Tables rebuilt from the fixture summaries under tests/golden/runs (hand-written JSON)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from rmseg import paper_values
+from rmseg.tables import TABLE1, TABLE2, TableSpec, build_table, main, register_table, render_markdown
+
+GOLDEN = Path(__file__).parent / "golden"
+RUNS = GOLDEN / "runs"
+
+
+def _cell(df, row, structure, metric):
+    return df[(df.row == row) & (df.structure == structure) & (df.metric == metric)].iloc[0]
+
+
+def test_table1_matches_golden_markdown():
+    df, notes = build_table(TABLE1, RUNS)
+    assert render_markdown(TABLE1, df, notes) == (GOLDEN / "table1.md").read_text()
+
+
+def test_pooled_mean_std_over_cases_and_seeds_by_hand():
+    df, _ = build_table(TABLE1, RUNS)
+    unet_cup = np.array([0.80, 0.70, 0.90, 0.82, 0.72, 0.88])  # seed0 then seed1, from the fixture files
+    cell = _cell(df, "unet", "cup", "dice")
+    assert cell["mean"] == pytest.approx(100 * unet_cup.mean())
+    assert cell["std"] == pytest.approx(100 * unet_cup.std())
+    assert (cell["n_cases"], cell["n_seeds"]) == (3, 2)
+    # rm20 cup 95HD: seed0 case g2 is null (undefined) and is left out: (5 + 3 + 5 + 6 + 3) / 5
+    assert _cell(df, "rm20", "cup", "hd95")["mean"] == pytest.approx(22 / 5)
+
+
+def test_wilcoxon_against_scipy_on_fixture():
+    df, _ = build_table(TABLE1, RUNS)
+    # per-case cup Dice averaged over the common seeds 0 and 1, paired by case id g1, g2, g3
+    rm20 = [(0.85 + 0.83) / 2, (0.75 + 0.77) / 2, (0.93 + 0.91) / 2]
+    unet = [(0.80 + 0.82) / 2, (0.70 + 0.72) / 2, (0.90 + 0.88) / 2]
+    cell = _cell(df, "rm20", "cup", "dice")
+    assert cell["p_dice_vs_baseline"] == pytest.approx(wilcoxon(rm20, unet).pvalue)
+    assert cell["p_dice_vs_baseline"] == pytest.approx(0.25)  # 3 positive differences: exact 2 / 2**3
+    assert cell["n_pairs"] == 3
+    assert np.isnan(_cell(df, "unet", "cup", "dice")["p_dice_vs_baseline"])
+
+
+def test_missing_runs_show_as_missing_never_as_numbers():
+    df, notes = build_table(TABLE1, RUNS)
+    mse = df[df.row == "mse"]
+    assert mse["mean"].isna().all() and (mse["n_seeds"] == 0).all()
+    assert any(n.startswith("mse: no completed run") for n in notes)  # the unfinished .seed0.tmp is ignored
+    text = render_markdown(TABLE1, df, notes)
+    assert "| mse | rmseg | — | — | — | — | — | missing |" in text
+    df2, notes2 = build_table(TABLE2, RUNS)
+    assert df2["mean"].isna().all()
+    assert "| vnet | rmseg | — | — | — | — | baseline | missing |" in render_markdown(TABLE2, df2, notes2)
+
+
+def test_published_values_and_difference(monkeypatch):
+    patched = {**paper_values.PUBLISHED, "table1": {**paper_values.PUBLISHED["table1"]}}
+    patched["table1"]["unet"] = {"cup": ((80.0, 5.0), None, None, None), "disc": paper_values._NONE}
+    monkeypatch.setattr(paper_values, "PUBLISHED", patched)
+    df, notes = build_table(TABLE1, RUNS)
+    cell = _cell(df, "unet", "cup", "dice")
+    assert cell["difference"] == pytest.approx(100 * 0.80333333 - 80.0, abs=1e-5)
+    assert "|  | paper | 80.00 (5.00) | — | — | — |  |  |" in render_markdown(TABLE1, df, notes)
+    assert np.isnan(_cell(df, "rm20", "cup", "dice")["paper_mean"])
+
+
+def test_every_published_value_is_none_or_a_number_pair():
+    for table in paper_values.PUBLISHED.values():
+        for row in table.values():
+            for values in row.values():
+                assert len(values) == 4
+                for v in values:
+                    assert v is None or (isinstance(v[0], float) and (v[1] is None or isinstance(v[1], float)))
+
+
+def test_corrupt_or_mismatching_summary_is_an_error(tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(RUNS, runs)
+    bad = runs / "table1" / "rm20" / "seed0" / "summary.json"
+    bad.write_text('{"experiment": "table1/rm20", "cases": [')
+    with pytest.raises(ValueError, match="rm20/seed0/summary.json is not valid JSON"):
+        build_table(TABLE1, runs)
+    summary = json.loads((RUNS / "table1" / "rm20" / "seed0" / "summary.json").read_text())
+    bad.write_text(json.dumps({**summary, "dataset": "la"}))
+    with pytest.raises(ValueError, match="dataset 'la'"):
+        build_table(TABLE1, runs)
+    summary["cases"] = [c for c in summary["cases"] if not (c["id"] == "g2" and c["structure"] == "cup")]
+    bad.write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"\('g2', 'cup'\)"):
+        build_table(TABLE1, runs)
+
+
+def test_a_new_table_is_just_another_spec():
+    spec = TableSpec(
+        name="mini", title="Mini", dataset="gs", baseline="base",
+        rows=(("base", "table1/unet"), ("moment", "table1/rm20")), structures=("disc",), metrics=("dice", "asd"),
+    )
+    df, notes = build_table(spec, RUNS)
+    assert set(df.metric) == {"dice", "asd"} and set(df.structure) == {"disc"}
+    assert _cell(df, "moment", "disc", "dice")["mean"] == pytest.approx(100 * np.mean([0.96, 0.95, 0.97, 0.97, 0.94, 0.98]))
+    with pytest.raises(ValueError, match="already registered"):
+        register_table(TABLE1)
+    with pytest.raises(ValueError, match="baseline 'x'"):
+        TableSpec(name="t", title="t", dataset="gs", baseline="x", rows=(("a", "a"),), structures=("cup",))
+
+
+def test_cli_writes_markdown_csv_latex(tmp_path, capsys):
+    assert main(["--runs", str(RUNS), "--out", str(tmp_path), "--table", "table1"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table1.csv", "table1.md", "table1.tex"]
+    csv = pd.read_csv(tmp_path / "table1.csv")
+    assert len(csv) == 7 * 2 * 4
+    tex = (tmp_path / "table1.tex").read_text()
+    assert r"\begin{tabular}" in tex and "rm20\\_02\\_22" in tex and "—" not in tex
+    assert "80.33 (7.43)" in capsys.readouterr().out
+    assert main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
