@@ -101,9 +101,10 @@ class SignedDistanceLoss(nn.Module):
     def probabilities(self, output: torch.Tensor) -> torch.Tensor:
         """``(B, C, *S)``: ``p_c = sigmoid(-k f_c)`` for ``c >= 1``, ``p_0 = 1 - max_c p_c``.
 
-        ``p_c > 0.5`` iff the predicted SDF ``f_c < 0``, so the argmax equals thresholding the SDF at 0
-        (the class with the most negative SDF wins where several are negative). For ``C = 2``,
-        ``p_0 + p_1 = 1``; for ``C > 2`` the values are not normalised over classes.
+        ``p_c > 0.5`` iff the predicted SDF ``f_c < 0``, so the argmax equals thresholding the SDF at 0:
+        background where every ``f_c >= 0``, else a class with ``f_c < 0`` (where several are negative,
+        the largest ``p_c``; saturated ties go to the lowest index). For ``C = 2``, ``p_0 + p_1 = 1``;
+        for ``C > 2`` the values are not normalised over classes.
         """
         fg = torch.sigmoid(-self.k * self.predicted_sdf(output))
         return torch.cat([1 - fg.amax(dim=1, keepdim=True), fg], dim=1)

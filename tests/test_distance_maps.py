@@ -1,0 +1,102 @@
+"""Distance maps against hand-worked 1D cases and scipy's exact EDT computed directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import distance_transform_edt
+from skimage.segmentation import find_boundaries
+
+from rmseg.losses.distance_maps import (
+    foreground_distance_map,
+    normalized_signed_distance_map,
+    rectified_region_map,
+    signed_distance_map,
+)
+
+MAPS = (foreground_distance_map, signed_distance_map, normalized_signed_distance_map, rectified_region_map)
+
+# 1D mask [0, 0, 1, 1, 1, 0]: d_in = [0, 0, 1, 2, 1, 0], d_out = [2, 1, 0, 0, 0, 1].
+MASK_1D = np.array([[[0, 0, 1, 1, 1, 0]]], dtype=bool)
+
+
+def _backends() -> list[str]:
+    try:
+        import edt  # noqa: F401
+    except ImportError:
+        return ["scipy"]
+    return ["scipy", "edt"]
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_hand_worked_1d(backend: str) -> None:
+    np.testing.assert_array_equal(foreground_distance_map(MASK_1D, backend)[0, 0], [0, 0, 1, 2, 1, 0])
+    # d_out - d_in, inner boundary (d_in == 1) set to 0
+    np.testing.assert_array_equal(signed_distance_map(MASK_1D, backend)[0, 0], [2, 1, 0, -2, 0, 1])
+    # d_out / 2 - d_in / 2, inner boundary 0
+    np.testing.assert_allclose(normalized_signed_distance_map(MASK_1D, backend)[0, 0], [1, 0.5, 0, -1, 0, 0.5])
+    # -d_in / max d_in inside, +1 outside
+    np.testing.assert_allclose(rectified_region_map(MASK_1D, backend)[0, 0], [1, 1, -0.5, -1, -0.5, 1])
+
+
+@pytest.mark.parametrize("backend", _backends())
+@pytest.mark.parametrize("shape", [(2, 3, 23, 17), (2, 2, 13, 11, 7)])
+def test_against_scipy_exact_edt(backend: str, shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    masks = rng.random(shape) > 0.55
+    fg = foreground_distance_map(masks, backend)
+    sdf = signed_distance_map(masks, backend)
+    nsdf = normalized_signed_distance_map(masks, backend)
+    rrw = rectified_region_map(masks, backend)
+    for b in range(shape[0]):
+        for c in range(shape[1]):
+            m = masks[b, c]
+            d_in, d_out = distance_transform_edt(m), distance_transform_edt(~m)
+            inner = find_boundaries(m, mode="inner") & m
+            np.testing.assert_allclose(fg[b, c], d_in, rtol=1e-6)
+            expected = d_out - d_in
+            expected[inner] = 0
+            np.testing.assert_allclose(sdf[b, c], expected, rtol=1e-6)
+            expected = d_out / d_out.max() - d_in / d_in.max()
+            expected[inner] = 0
+            np.testing.assert_allclose(nsdf[b, c], expected, rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(rrw[b, c], np.where(m, -d_in / d_in.max(), 1.0), rtol=1e-6)
+
+
+def test_backends_agree() -> None:
+    pytest.importorskip("edt")
+    masks = np.random.default_rng(0).random((1, 2, 31, 29, 9)) > 0.7
+    for fn in MAPS:
+        np.testing.assert_allclose(fn(masks, "edt"), fn(masks, "scipy"), rtol=1e-6, atol=1e-7)
+
+
+def test_empty_and_full_slices_are_defined_and_finite() -> None:
+    masks = np.zeros((2, 2, 6, 5), dtype=bool)
+    masks[1] = True  # sample 1: every class fills the patch; sample 0: every class absent
+    for fn in MAPS:
+        out = fn(masks)
+        assert np.isfinite(out).all(), fn.__name__
+    assert (foreground_distance_map(masks) == 0).all()
+    assert (signed_distance_map(masks) == 0).all()
+    nsdf = normalized_signed_distance_map(masks)
+    assert (nsdf[0] == 1).all() and (nsdf[1] == -1).all()
+    rrw = rectified_region_map(masks)
+    assert (rrw[0] == 1).all() and (rrw[1] == -1).all()
+
+
+def test_torch_in_torch_out() -> None:
+    masks = torch.from_numpy(MASK_1D.astype(np.float32))
+    out = signed_distance_map(masks)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.device == masks.device
+    assert out[0, 0].tolist() == [2, 1, 0, -2, 0, 1]
+    assert isinstance(signed_distance_map(MASK_1D), np.ndarray)
+
+
+def test_bad_input() -> None:
+    with pytest.raises(ValueError, match="binary"):
+        signed_distance_map(np.array([[[0, 2, 1]]]))
+    with pytest.raises(ValueError, match=r"\(B, C, \*S\)"):
+        signed_distance_map(np.zeros((4, 4), dtype=bool))
+    with pytest.raises(ValueError, match="backend"):
+        signed_distance_map(MASK_1D, backend="cupy")

@@ -1,0 +1,295 @@
+"""Rival location-aware losses: hand-worked values, MONAI agreement, gradients, ranges, empty masks."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.losses import HausdorffDTLoss
+
+from rmseg.losses import (
+    AdaptiveRegionLoss,
+    BoundaryLoss,
+    HausdorffDistanceLoss,
+    RebalanceSchedule,
+    RegionWiseLoss,
+    SegmentationLoss,
+    SignedDistanceLoss,
+)
+
+# One 1D sample, two classes: labels [0, 0, 1, 1, 1, 0] and foreground probabilities P1.
+# Class 1: d_in = [0, 0, 1, 2, 1, 0], d_out = [2, 1, 0, 0, 0, 1].
+LABELS = torch.tensor([[[0, 0, 1, 1, 1, 0]]])
+P1 = torch.tensor([0.1, 0.6, 0.7, 0.9, 0.4, 0.2], dtype=torch.float64)
+
+
+def two_class_probs(p1: torch.Tensor) -> torch.Tensor:
+    return torch.stack([1 - p1, p1])[None]  # (1, 2, 6)
+
+
+# ---------------------------------------------------------------- schedule
+def test_rebalance_schedule_values() -> None:
+    s = RebalanceSchedule()
+    assert s(0) == (1.0, 0.0)
+    assert s(1) == pytest.approx((0.99, 0.01))
+    assert s(50) == pytest.approx((0.5, 0.5))
+    assert s(99) == pytest.approx((0.01, 0.99))
+    assert s(100) == (0.01, 0.99) and s(10_000) == (0.01, 0.99)
+    hd = RebalanceSchedule(step=0.001, floor=0.001)
+    assert hd(500) == pytest.approx((0.5, 0.5)) and hd(5000) == (0.001, 0.999)
+
+
+@pytest.mark.parametrize("kwargs", [{"start": 1.5}, {"step": -0.1}, {"floor": 2.0}, {"start": "1"}])
+def test_rebalance_schedule_bad_args(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        RebalanceSchedule(**kwargs)
+    with pytest.raises(ValueError, match="epoch"):
+        RebalanceSchedule()(-1)
+
+
+def test_schedule_drives_segmentation_loss() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 1, 8, 8))
+    boundary = BoundaryLoss()
+    loss = SegmentationLoss(terms=[boundary], alpha=1.0, schedule=RebalanceSchedule())
+    base = SegmentationLoss(terms=[], alpha=0.0)
+    loss.set_epoch(30)  # alpha = 0.7
+    expected = 0.7 * base(x, y) + 0.3 * boundary(x, y)
+    torch.testing.assert_close(loss(x, y), expected)
+
+
+# ---------------------------------------------------------------- boundary
+def test_boundary_hand_worked() -> None:
+    # signed distance of class 1: [2, 1, 0, -2, 0, 1]
+    expected = (0.1 * 2 + 0.6 * 1 + 0.9 * -2 + 0.2 * 1) / 6
+    value = BoundaryLoss(activation=None)(two_class_probs(P1), LABELS)
+    assert value.item() == pytest.approx(expected)
+
+
+def test_boundary_documented_range_and_multiclass_mean() -> None:
+    torch.manual_seed(1)
+    y = torch.zeros(1, 1, 12, 12, dtype=torch.long)
+    y[..., 3:9, 2:8] = 1
+    y[..., 5:7, 4:6] = 2
+    loss = BoundaryLoss(activation=None, reduction="none")
+    onehot = torch.nn.functional.one_hot(y[:, 0], 3).permute(0, 3, 1, 2).double()
+    low, high = loss(onehot, y), loss(1 - onehot, y)  # perfect and inverted predictions
+    assert low.item() < 0 < high.item()
+    for _ in range(5):
+        probs = torch.softmax(torch.randn(1, 3, 12, 12, dtype=torch.float64) * 3, 1)
+        value = loss(probs, y)
+        assert low.item() <= value.item() <= high.item()
+        # mean over foreground classes of the per-class binary losses
+        per_class = [
+            BoundaryLoss(activation=None)(torch.stack([1 - probs[:, c], probs[:, c]], 1), (y == c).long())
+            for c in (1, 2)
+        ]
+        assert value.item() == pytest.approx(sum(per_class).item() / 2)
+
+
+# ---------------------------------------------------------------- Hausdorff distance
+def test_hausdorff_foreground_hand_worked() -> None:
+    # prediction p1 > 0.5 -> [0, 1, 1, 1, 0, 0]: d_pred = [0, 1, 2, 1, 0, 0]; d_gt = [0, 0, 1, 2, 1, 0]
+    g = torch.tensor([0, 0, 1, 1, 1, 0], dtype=torch.float64)
+    weight = torch.tensor([0, 1, 4 + 1, 1 + 4, 1, 0], dtype=torch.float64)
+    expected = ((P1 - g) ** 2 * weight).mean()
+    value = HausdorffDistanceLoss(activation=None)(two_class_probs(P1), LABELS)
+    assert value.item() == pytest.approx(expected.item())
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 14, 12), (2, 2, 9, 8, 6)])
+def test_hausdorff_inside_outside_equals_monai(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(2)
+    x = torch.randn(shape) * 2
+    y = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]))
+    ours = HausdorffDistanceLoss(variant="inside_outside")(x, y)
+    monai = HausdorffDTLoss(softmax=True, to_onehot_y=True, include_background=False)(x, y)
+    torch.testing.assert_close(ours, monai)
+
+
+def test_hausdorff_zero_iff_exact_and_nonnegative() -> None:
+    y = torch.zeros(1, 1, 10, 10, dtype=torch.long)
+    y[..., 2:7, 3:8] = 1
+    onehot = torch.cat([1 - y, y], 1).double()
+    for variant in ("foreground", "inside_outside"):
+        loss = HausdorffDistanceLoss(variant=variant, activation=None)
+        assert loss(onehot, y).item() == 0.0
+        assert loss(torch.full_like(onehot, 0.5), y).item() > 0
+
+
+# ---------------------------------------------------------------- SDF
+def test_sdf_hand_worked() -> None:
+    phi = torch.tensor([1, 0.5, 0, -1, 0, 0.5], dtype=torch.float64)  # normalised SDF of class 1
+    g = torch.tensor([0, 0, 1, 1, 1, 0], dtype=torch.float64)
+    raw = torch.tensor([0.3, 0.2, -0.1, -0.8, 0.05, 0.4], dtype=torch.float64)
+    f, s, k = torch.tanh(raw), 1e-5, 20.0
+    inter = (f * phi).sum()
+    product = (inter + s) / (inter + (f**2).sum() + (phi**2).sum() + s)
+    h = torch.sigmoid(-k * f)
+    dice = 1 - (2 * (h * g).sum() + s) / ((h**2).sum() + (g**2).sum() + s)
+    expected = dice + 10 * ((f - phi).abs().mean() - product)
+    output = torch.stack([torch.zeros(6, dtype=torch.float64), raw])[None]
+    value = SignedDistanceLoss(k=k)(output, LABELS)
+    assert value.item() == pytest.approx(expected.item())
+
+
+def test_sdf_probabilities_match_thresholded_sdf() -> None:
+    torch.manual_seed(3)
+    output = torch.randn(2, 3, 7, 5)
+    loss = SignedDistanceLoss()
+    probs = loss.probabilities(output)
+    f = torch.tanh(output[:, 1:])
+    assert probs.shape == output.shape
+    label = probs.argmax(1)
+    inside_any = (f < 0).any(1)
+    assert torch.equal(label == 0, ~inside_any)  # background iff no SDF is negative
+    chosen = torch.gather(f, 1, (label.clamp(min=1) - 1)[:, None])[:, 0]
+    assert (chosen[inside_any] < 0).all()  # a foreground label only where its SDF is negative
+    two = loss.probabilities(output[:, :2])
+    assert torch.equal(two.argmax(1), (f[:, 0] < 0).long())
+    torch.testing.assert_close(two.sum(1), torch.ones(2, 7, 5))
+    # SegmentationLoss delegates inference to the SDF term
+    compound = SegmentationLoss(terms=[loss], lambda_ce=0.0, lambda_dice=0.0)
+    torch.testing.assert_close(compound.probabilities(output), probs)
+
+
+def test_sdf_range_bounds() -> None:
+    torch.manual_seed(4)
+    y = torch.zeros(2, 1, 9, 9, dtype=torch.long)
+    y[:, :, 2:6, 3:7] = 1
+    loss = SignedDistanceLoss(reduction="none")
+    for scale in (0.1, 1.0, 10.0):
+        value = loss(torch.randn(2, 2, 9, 9) * scale, y)
+        assert (value >= -10 / 3).all() and (value <= 1 + 30).all()
+
+
+# ---------------------------------------------------------------- region-wise
+def test_region_wise_hand_worked() -> None:
+    # RRW class 0 (mask [1,1,0,0,0,1]: d_in = [2,1,0,0,0,1]) = [-1, -0.5, 1, 1, 1, -0.5]
+    # RRW class 1 = [1, 1, -0.5, -1, -0.5, 1]
+    rrw0 = torch.tensor([-1, -0.5, 1, 1, 1, -0.5], dtype=torch.float64)
+    rrw1 = torch.tensor([1, 1, -0.5, -1, -0.5, 1], dtype=torch.float64)
+    expected = ((1 - P1) * rrw0 + P1 * rrw1).sum() / 12
+    value = RegionWiseLoss(activation=None)(two_class_probs(P1), LABELS)
+    assert value.item() == pytest.approx(expected.item())
+
+
+def test_region_wise_range_and_minimum() -> None:
+    torch.manual_seed(5)
+    y = torch.randint(0, 3, (2, 1, 8, 8))
+    loss = RegionWiseLoss(reduction="none")
+    onehot = torch.nn.functional.one_hot(y[:, 0], 3).permute(0, 3, 1, 2).double()
+    best = RegionWiseLoss(activation=None, reduction="none")(onehot, y)
+    for _ in range(5):
+        value = loss(torch.randn(2, 3, 8, 8, dtype=torch.float64) * 3, y)
+        assert (value >= best - 1e-12).all() and (value.abs() <= 1).all()
+
+
+# ---------------------------------------------------------------- adaptive region-specific
+def test_adaptive_region_hand_worked() -> None:
+    # one channel, 4 voxels, 2 regions of 2 voxels; counts are region means
+    p = torch.tensor([[[0.8, 0.2, 0.6, 0.0]]], dtype=torch.float64)
+    g = torch.tensor([[[1.0, 0.0, 0.0, 0.0]]], dtype=torch.float64)
+    s, A, B = 1e-5, 0.3, 0.4
+
+    def tversky_term(tp: float, fp: float, fn: float) -> float:
+        a = A + B * (fp + s) / (fp + fn + s)
+        b = A + B * (fn + s) / (fp + fn + s)
+        return 1 - (tp + s) / (tp + a * fp + b * fn + s)
+
+    expected = (tversky_term(0.8 / 2, 0.2 / 2, 0.2 / 2) + tversky_term(0.0, 0.6 / 2, 0.0)) / 2
+    loss = AdaptiveRegionLoss(num_regions=2, activation=None, to_onehot_y=False)
+    assert loss(p, g).item() == pytest.approx(expected)
+
+
+def test_adaptive_region_exact_is_zero_and_3d() -> None:
+    y = torch.randint(0, 2, (2, 1, 8, 8, 6))
+    onehot = torch.cat([1 - y, y], 1).double()
+    loss = AdaptiveRegionLoss(num_regions=(2, 4, 3), activation=None)
+    assert loss(onehot, y).item() == pytest.approx(0.0, abs=1e-12)
+    value = AdaptiveRegionLoss(num_regions=(2, 4, 3))(torch.randn(2, 2, 8, 8, 6), y)
+    assert 0 < value.item() < 1
+
+
+def test_adaptive_region_bad_regions() -> None:
+    with pytest.raises(ValueError, match="num_regions"):
+        AdaptiveRegionLoss(num_regions=0)
+    with pytest.raises(ValueError, match="num_regions"):
+        AdaptiveRegionLoss(num_regions=(4, 4))(torch.randn(1, 2, 8, 8, 8), torch.zeros(1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="num_regions"):
+        AdaptiveRegionLoss(num_regions=16)(torch.randn(1, 2, 8, 8), torch.zeros(1, 1, 8, 8))
+
+
+# ---------------------------------------------------------------- shared properties
+ALL_LOSSES = {
+    "boundary": lambda: BoundaryLoss(),
+    "hd_foreground": lambda: HausdorffDistanceLoss(),
+    "hd_inside_outside": lambda: HausdorffDistanceLoss(variant="inside_outside"),
+    "sdf": lambda: SignedDistanceLoss(k=5.0),
+    "region_wise": lambda: RegionWiseLoss(),
+    "adaptive_region": lambda: AdaptiveRegionLoss(num_regions=2),
+}
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 3), (1, 2, 3, 4, 2)])
+def test_gradcheck_float64(name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(6)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]))
+    loss = ALL_LOSSES[name]()
+    # the thresholded prediction of the HD loss must not flip under the finite-difference step
+    x.data[x.data.abs() < 1e-3] += 0.01
+    assert torch.autograd.gradcheck(lambda t: loss(t, y), (x,), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_empty_masks_finite(name: str) -> None:
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    y = torch.zeros(2, 1, 8, 8, dtype=torch.long)  # all background: classes 1 and 2 missing
+    y[1, :, 2:5, 2:5] = 2  # sample 1: class 1 still missing
+    value = ALL_LOSSES[name]()(x, y)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("name", ALL_LOSSES)
+def test_reduction_and_batch(name: str) -> None:
+    torch.manual_seed(7)
+    x, y = torch.randn(3, 2, 8, 8), torch.randint(0, 2, (3, 1, 8, 8))
+    loss = ALL_LOSSES[name]()
+    loss.reduction = "none"
+    per_sample = loss(x, y)
+    assert per_sample.shape == (3,)
+    singles = torch.stack([loss(x[i : i + 1], y[i : i + 1])[0] for i in range(3)])
+    torch.testing.assert_close(per_sample, singles)
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda: BoundaryLoss(reduction="avg"), "reduction"),
+        (lambda: BoundaryLoss(activation="relu"), "activation"),
+        (lambda: HausdorffDistanceLoss(variant="both"), "variant"),
+        (lambda: HausdorffDistanceLoss(alpha=0), "alpha"),
+        (lambda: RegionWiseLoss(backend="gpu"), "backend"),
+        (lambda: SignedDistanceLoss(k=0), "k"),
+        (lambda: SignedDistanceLoss(sdf_weight=0, dice_weight=0), "empty"),
+        (lambda: AdaptiveRegionLoss(A=-1), "A"),
+        (lambda: AdaptiveRegionLoss(smooth=0), "smooth"),
+    ],
+)
+def test_bad_arguments(factory, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        factory()
+
+
+def test_bad_input_names_the_problem() -> None:
+    with pytest.raises(ValueError, match="labels span"):
+        BoundaryLoss()(torch.randn(1, 2, 4, 4), torch.full((1, 1, 4, 4), 3))
+    with pytest.raises(ValueError, match="C >= 2"):
+        SignedDistanceLoss()(torch.randn(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    assert math.isfinite(RegionWiseLoss()(torch.randn(1, 2, 4), torch.zeros(1, 1, 4)).item())
+    assert np.isfinite(BoundaryLoss()(torch.randn(1, 2, 5), torch.ones(1, 1, 5)).item())
