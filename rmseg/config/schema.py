@@ -58,7 +58,6 @@ class MonaiVNetConfig:
     """MONAI ``VNet`` (Milletari et al.); keys are its keyword arguments."""
 
     name: str = "monai_vnet"
-    dropout_prob: float = 0.5
     dropout_prob_down: float = 0.5
     dropout_prob_up: list[float] = field(default_factory=lambda: [0.5, 0.5])
     out_channels: Optional[int] = None

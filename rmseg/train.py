@@ -1,0 +1,374 @@
+"""rmseg-train: train one model, evaluate it on the test set, write its run folder.
+
+    rmseg-train experiment=table1/rm20 seed=1            # or: python -m rmseg.train ...
+    rmseg-train -m experiment=table2/vnet,table2/rm4 seed=0,1,2
+    rmseg-train experiment=table2/rm4 resume=true        # continue an interrupted run
+
+Every bad input (unknown key, RM order of the wrong length, missing data, negative iteration count)
+fails before the run folder is created. The run works in ``results/runs/<name>/.seed<k>.tmp/`` and is
+renamed to ``seed<k>/`` once ``summary.json`` is written (see ``rmseg.run_dir``).
+
+Training is iteration based over an infinite, resumable sampler (``rmseg.sampling``): a checkpoint
+(every ``trainer.checkpoint_every`` iterations, at the end, and on SIGINT/SIGTERM) holds the model,
+optimizer, scheduler, AMP scaler, iteration and every RNG state, so ``resume=true`` reaches the same
+final weights as an uninterrupted run on the same device. One process, one device: multi-GPU data
+parallel training (torchrun/DDP) is not implemented.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+import random
+import signal
+import threading
+import time
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from monai.utils import set_determinism
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from rmseg import provenance
+from rmseg.config import CONFIG_DIR, register
+from rmseg.data import build_train_dataset, load_test_cases
+from rmseg.data.config import as_data_config
+from rmseg.evaluation import eval_config, evaluate_model, write_summary
+from rmseg.models import build_model
+from rmseg.run_dir import RunDir, claim, complete, run_dir
+from rmseg.sampling import ResumableSampler, SeededItems
+
+log = logging.getLogger("rmseg.train")
+
+#: Keys that may differ between a checkpoint and the config resuming it: they do not change the weights.
+RESUME_FREE_KEYS = ("resume", "on_exists", "paths", "trainer.progress_bar", "trainer.tensorboard",
+                    "trainer.log_every", "data.num_workers")
+CHECKPOINT_FORMAT = "rmseg-checkpoint-1"
+
+
+# ---------------------------------------------------------------- start-up checks
+
+
+def _positive(value: Any, key: str, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}={value!r} must be an integer >= {minimum}")
+
+
+def check_rm_orders(loss_cfg: Any, spatial_dims: int, dataset: str) -> None:
+    """Every ``orders`` entry of the loss terms has ``spatial_dims`` components (ValueError otherwise)."""
+    for i, term in enumerate(loss_cfg.get("terms") or []):
+        for order in term.get("orders") or []:
+            if len(order) != spatial_dims:
+                example = [2] + [0] * (spatial_dims - 1)
+                raise ValueError(
+                    f"loss.terms[{i}].orders has {list(order)} with {len(order)} entries but data {dataset!r} is "
+                    f"{spatial_dims}D: give {spatial_dims} entries per order, e.g. {example}"
+                )
+
+
+def check_config(cfg: DictConfig) -> dict[str, Any]:
+    """Validate the composed config; return it resolved as plain containers. Raises ValueError."""
+    if OmegaConf.is_missing(cfg, "name"):
+        raise ValueError("no experiment chosen: pass experiment=table1/<row> or table2/<row> (configs/experiment/), "
+                         "or name=<run name> for a run of your own")
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    trainer, optim = resolved["trainer"], resolved["optim"]
+    _positive(trainer["max_iters"], "trainer.max_iters")
+    _positive(trainer["checkpoint_every"], "trainer.checkpoint_every")
+    _positive(trainer["log_every"], "trainer.log_every")
+    if trainer["iters_per_epoch"] is not None:
+        _positive(trainer["iters_per_epoch"], "trainer.iters_per_epoch")
+    if trainer["device"] not in ("auto", "cpu") and not trainer["device"].startswith("cuda"):
+        raise ValueError(f"trainer.device={trainer['device']!r} must be auto, cpu or cuda[:N]")
+    if trainer["amp"] and trainer["amp_dtype"] == "float16" and _device(trainer["device"]).type != "cuda":
+        raise ValueError("trainer.amp_dtype=float16 needs a CUDA device: use amp_dtype=bfloat16 on CPU")
+    if optim["name"] != "sgd":
+        raise ValueError(f"optim.name={optim['name']!r} is unknown: use sgd")
+    for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
+        if not optim[key] >= 0 or (key == "lr" and optim[key] == 0):
+            raise ValueError(f"optim.{key}={optim[key]!r} must be {'> 0' if key == 'lr' else '>= 0'}")
+    if optim["lr_step_iters"] is not None:
+        _positive(optim["lr_step_iters"], "optim.lr_step_iters")
+    data = as_data_config(cfg.data)
+    eval_config(cfg.eval)
+    check_rm_orders(resolved["loss"], data.spatial_dims, data.name)
+    return resolved
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"trainer.device={name!r} but no CUDA device is available: use trainer.device=cpu")
+    return device
+
+
+def build_loss(loss_cfg: DictConfig) -> torch.nn.Module:
+    """Instantiate the ``loss`` node (``_target_`` classes); a bad argument raises ValueError naming it."""
+    try:
+        return instantiate(loss_cfg, _convert_="all")
+    except InstantiationException as err:
+        raise ValueError(f"loss config cannot be built: {err}") from err
+
+
+def build_optimizer(model: torch.nn.Module, optim: Mapping[str, Any]):
+    optimizer = torch.optim.SGD(model.parameters(), lr=optim["lr"], momentum=optim["momentum"],
+                                weight_decay=optim["weight_decay"], nesterov=optim["nesterov"])
+    step = optim["lr_step_iters"] or 2**62  # no decay: a step that is never reached
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=optim["lr_gamma"])
+    return optimizer, scheduler
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def rng_states() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    random.setstate(states["python"])
+    keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists kept whole)."""
+    if not isinstance(tree, Mapping):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``key: saved -> current`` for every key that differs, ignoring :data:`RESUME_FREE_KEYS`."""
+    a, b = flatten(saved), flatten(current)
+    free = lambda k: any(k == f or k.startswith(f + ".") for f in RESUME_FREE_KEYS)  # noqa: E731
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if not free(k) and a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` through a temporary file renamed into place: a checkpoint is never half-written."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, resolved_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Load an rmseg checkpoint written with the same config; ValueError if corrupt or different."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
+        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({err}); delete {path.parent} to start over") from err
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an rmseg checkpoint (format {CHECKPOINT_FORMAT}); delete {path.parent} to start over")
+    diff = config_differences(state["config"], resolved_cfg)
+    if diff:
+        raise ValueError(f"cannot resume {path}: the config differs from the checkpoint's in "
+                         + "; ".join(diff) + ". Resume with the original values or start a new run (other name/seed)")
+    return state
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[dict[str, int]]:
+    """Record SIGINT/SIGTERM in the yielded dict (``signum``) instead of dying mid-iteration."""
+    request: dict[str, int] = {}
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    def handler(signum: int, _frame: Any) -> None:
+        request["signum"] = signum
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# ---------------------------------------------------------------- training
+
+
+def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int) -> Iterator[dict[str, Any]]:
+    sampler = ResumableSampler(len(dataset), seed, start=start_iteration * data_cfg.batch_size)
+    loader = DataLoader(SeededItems(dataset, seed), batch_size=data_cfg.batch_size, sampler=sampler,
+                        num_workers=data_cfg.num_workers, persistent_workers=data_cfg.num_workers > 0)
+    return iter(loader)
+
+
+def _attach_log_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+    return handler
+
+
+def train(cfg: DictConfig) -> Path | None:
+    """Train, evaluate and complete the run of ``cfg``; the final run folder, or None if skipped."""
+    resolved = check_config(cfg)
+    data_cfg = as_data_config(cfg.data)
+    run = run_dir(resolved["paths"]["runs_dir"], resolved["name"], resolved["seed"])
+    if run.final.exists() and resolved["on_exists"] == "skip":
+        log.info("run %s is complete: skipped (on_exists=skip)", run.final)
+        return None
+    set_determinism(seed=resolved["seed"])
+    device = _device(resolved["trainer"]["device"])
+    dataset = build_train_dataset(cfg.data)
+    model = build_model(cfg.model, data_cfg).to(device)
+    loss_fn = build_loss(cfg.loss).to(device)
+    optimizer, scheduler = build_optimizer(model, resolved["optim"])
+    if not claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"]):
+        return None
+    log_handler = _attach_log_file(run.tmp / "train.log")
+    try:
+        return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device)
+    finally:
+        logging.getLogger().removeHandler(log_handler)
+        log_handler.close()
+
+
+def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any, dataset: Any,
+              model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
+              scheduler: Any, device: torch.device) -> Path:
+    trainer = resolved["trainer"]
+    max_iters = trainer["max_iters"]
+    iteration, train_time = 0, 0.0
+    scaler = torch.amp.GradScaler(device.type, enabled=trainer["amp"] and trainer["amp_dtype"] == "float16")
+    if resolved["resume"] and run.checkpoint.exists():
+        state = load_checkpoint(run.checkpoint, resolved)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise ValueError(f"checkpoint {run.checkpoint} does not fit this model/optimizer ({err})") from err
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        set_rng_states(state["rng"])
+        iteration, train_time = state["iteration"], state["train_time_s"]
+        log.info("resumed %s at iteration %d", run.tmp, iteration)
+    else:
+        (run.tmp / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        provenance.write_json_atomic(run.tmp / "provenance.json", provenance.collect())
+    log.info("run %s: %s", resolved["name"], {k: resolved[k] for k in ("seed", "model", "optim", "trainer")})
+
+    def checkpoint() -> None:
+        save_checkpoint(run.checkpoint, {
+            "format": CHECKPOINT_FORMAT, "config": resolved, "iteration": iteration, "train_time_s": train_time,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(), "rng": rng_states(),
+        })
+
+    iters_per_epoch = trainer["iters_per_epoch"] or math.ceil(len(dataset) / data_cfg.batch_size)
+    writer = None
+    if trainer["tensorboard"]:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=str(run.tmp / "tensorboard"), purge_step=iteration)
+    amp_dtype = getattr(torch, trainer["amp_dtype"])
+    batches = _batches(dataset, data_cfg, resolved["seed"], iteration)
+    bar = tqdm(total=max_iters, initial=iteration, desc=resolved["name"], disable=not trainer["progress_bar"],
+               dynamic_ncols=True)
+    model.train()
+    try:
+        with stop_on_signals() as stop:
+            while iteration < max_iters:
+                started = time.perf_counter()
+                loss_fn.set_epoch(iteration // iters_per_epoch)
+                batch = next(batches)
+                image, label = batch["image"].to(device), batch["label"].to(device)
+                context = {k: batch[k].to(device) for k in ("offset", "full_shape") if k in batch}
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=trainer["amp"]):
+                    output = model(image)
+                loss = loss_fn(output.float(), label, **context)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration} (batch {batch['id']}): "
+                                             "lower optim.lr or check the data")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                iteration += 1
+                train_time += time.perf_counter() - started
+                bar.update(1)
+                if iteration % trainer["log_every"] == 0 or iteration == max_iters:
+                    parts = loss_fn.last_components if hasattr(loss_fn, "last_components") else {"total": loss.item()}
+                    lr = optimizer.param_groups[0]["lr"]
+                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2g}")
+                    log.info("iteration %d/%d loss %.5f %s lr %.3g", iteration, max_iters, loss.item(), parts, lr)
+                    if writer is not None:
+                        for key, value in parts.items():
+                            writer.add_scalar(f"loss/{key}", value, iteration)
+                        writer.add_scalar("lr", lr, iteration)
+                if iteration % trainer["checkpoint_every"] == 0 or iteration == max_iters:
+                    checkpoint()
+                if "signum" in stop:
+                    checkpoint()
+                    name = signal.Signals(stop["signum"]).name
+                    log.warning("%s at iteration %d: checkpoint saved; continue with resume=true", name, iteration)
+                    raise KeyboardInterrupt(f"{name}: run interrupted at iteration {iteration}, resume=true continues it")
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    log.info("training done: %d iterations in %.1f s", iteration, train_time)
+    evaluate_run(run, cfg, resolved, model, loss_fn, device, train_time)
+    final = complete(run)
+    log.info("run complete: %s", final)
+    return final
+
+
+def evaluate_run(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], model: torch.nn.Module,
+                 loss_fn: torch.nn.Module, device: torch.device, train_time: float) -> None:
+    """Evaluate on the test set and write ``summary.json`` + ``per_case.csv`` into the run folder."""
+    model.eval()
+    cases = load_test_cases(cfg.data)
+    probabilities = getattr(loss_fn, "probabilities", None)
+    with torch.no_grad():
+        per_case = evaluate_model(model, cases, data_cfg=resolved["data"], eval_cfg=cfg.eval,
+                                  probabilities_fn=probabilities, device=device,
+                                  predictions_dir=run.tmp / "predictions")
+    meta = {
+        "experiment": resolved["name"], "seed": resolved["seed"], "dataset": resolved["data"]["name"],
+        "source": resolved["data"]["source"], "structures": resolved["data"]["structures"],
+        "convention": resolved["eval"]["convention"], "iterations": resolved["trainer"]["max_iters"],
+        "wall_time_s": round(train_time, 3), "case_ids": [str(c["id"]) for c in cases],
+    }
+    write_summary(run.tmp, per_case, meta)
+
+
+register()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()
