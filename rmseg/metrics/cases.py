@@ -21,7 +21,7 @@ def _evaluate_masks(
 ) -> dict[str, float | int | bool]:
     cropped_pred, cropped_gt = crop_to_union(pred, gt)
     counts = confusion_counts(cropped_pred, cropped_gt)
-    distances = surface_metrics(pred, gt, spacing, convention, empty_penalty)
+    distances = surface_metrics(cropped_pred, cropped_gt, spacing, convention, empty_penalty, pred.shape)
     return {
         "dice": dice_from_counts(counts["tp"], counts["n_pred"], counts["n_ref"]),
         "jaccard": jaccard_from_counts(counts["tp"], counts["n_pred"], counts["n_ref"]),
