@@ -37,6 +37,9 @@ def default_prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
     """``<repo>/data/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
     if isinstance(cfg, DrishtiConfig):
         params = f"{cfg.image_size[0]}x{cfg.image_size[1]}_t{cfg.threshold}"
+        if cfg.source == "synthetic":
+            syn = cfg.synthetic
+            params = f"{syn.num_train}-{syn.num_test}_{'x'.join(map(str, syn.shape))}_s{syn.seed}_{params}"
     else:
         params = f"m{cfg.margin[0]}-{cfg.margin[1]}_s{cfg.seed}"
     return DATA_DIR / "prepared" / f"{cfg.name}_{cfg.source}_{params}"

@@ -48,7 +48,8 @@ class DrishtiConfig(DataConfig):
     """Drishti-GS1: 2D RGB fundus images, labels background 0 / disc outside cup 1 / cup 2.
 
     ``threshold``: a pixel belongs to a structure when its 5-level soft map (0, 64, 128, 191, 255 =
-    number of the 4 experts who marked it) is ``> threshold``; 127 = majority (at least 3 of 4).
+    number of the 4 experts who marked it) is ``> threshold``. Default 128 = majority (at least 3 of
+    the 4 experts, soft >= 191); 127 would also take the 2-of-4 level (128), i.e. half, not a majority.
     ``flip``: random horizontal/vertical flips in training (the paper states no augmentation: off).
     ``max_size_mismatch``: the release's soft maps are up to 1 pixel smaller than their images; larger
     differences are an error.
@@ -62,7 +63,7 @@ class DrishtiConfig(DataConfig):
     structures: dict[str, list[int]] = field(default_factory=lambda: {"disc": [1, 2], "cup": [2]})
     batch_size: int = 4
     image_size: list[int] = field(default_factory=lambda: [512, 512])
-    threshold: int = 127
+    threshold: int = 128
     flip: bool = False
     max_size_mismatch: int = 2
 
@@ -154,7 +155,7 @@ def validate(cfg: DrishtiConfig | LAConfig) -> None:
         _positive_ints(cfg.image_size, 2, "image_size")
         if not 0 <= cfg.threshold < 255:
             raise ValueError(
-                f"data.threshold={cfg.threshold} must be in [0, 254] (soft map > threshold; 127 = majority)"
+                f"data.threshold={cfg.threshold} must be in [0, 254] (soft map > threshold; 128 = majority, at least 3 of 4 experts)"
             )
         if cfg.max_size_mismatch < 0:
             raise ValueError(f"data.max_size_mismatch={cfg.max_size_mismatch} must be >= 0")

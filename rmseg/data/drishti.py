@@ -9,7 +9,8 @@ doubly nested ``Drishti-GS1_files/Drishti-GS1_files/``)::
     Test/Test_GT/<id>/SoftMap/...                (or Test/GT/)
 
 Official split: 50 training / 51 test images (the paper says 50 test). Soft maps hold 5 levels
-(0, 64, 128, 191, 255 = how many of the 4 experts marked the pixel); a structure is ``soft > threshold``.
+(0, 64, 128, 191, 255 = how many of the 4 experts marked the pixel); a structure is ``soft > threshold``
+(default 128: at least 3 of the 4 experts, the majority).
 Label map: background 0, disc outside the cup 1, cup 2 (evaluated: disc = {1, 2}, cup = {2}).
 Arrays are row-major ``(H, W[, C])`` as numpy reads a PIL image; nothing is transposed.
 """
@@ -165,9 +166,12 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(labels).resize((size[1], size[0]), Image.Resampling.NEAREST))
 
 
-def preparation_parameters(image_size: tuple[int, int], threshold: int, max_size_mismatch: int) -> dict[str, Any]:
+def preparation_parameters(
+    release: Path, image_size: tuple[int, int], threshold: int, max_size_mismatch: int
+) -> dict[str, Any]:
     return {
         "dataset": "drishti-gs1",
+        "release": str(release.resolve()),
         "format_version": FORMAT_VERSION,
         "image_size": list(image_size),
         "threshold": int(threshold),
@@ -179,14 +183,15 @@ def prepare(
     root: Path | str,
     prepared_dir: Path | str,
     image_size: tuple[int, int] = (512, 512),
-    threshold: int = 127,
+    threshold: int = 128,
     max_size_mismatch: int = 2,
 ) -> Path:
     """Prepare the release into ``prepared_dir`` (``images/<id>.png``, ``labels/<id>.png``, ``dataset.json``).
 
     A no-op when ``prepared_dir`` already holds the same parameters; refused when it holds others.
     """
-    cases = list_cases(root)
+    release = find_release(root)
+    cases = list_cases(release)
     size = (int(image_size[0]), int(image_size[1]))
 
     def write(tmp: Path) -> dict[str, Any]:
@@ -195,8 +200,8 @@ def prepare(
         records = {}
         for case in cases:
             image, labels = read_case(case, threshold, max_size_mismatch)
-            Image.fromarray(resize_image(image, size)).save(tmp / "images" / f"{case.id}.png")
-            Image.fromarray(resize_labels(labels, size)).save(tmp / "labels" / f"{case.id}.png")
+            Image.fromarray(resize_image(image, size)).save(tmp / "images" / f"{case.id}.png", compress_level=1)
+            Image.fromarray(resize_labels(labels, size)).save(tmp / "labels" / f"{case.id}.png", compress_level=1)
             records[case.id] = {
                 "split": case.split,
                 "original_size": list(image.shape[:2]),
@@ -210,7 +215,7 @@ def prepare(
             "cases": records,
         }
 
-    path, _ = prepare_once(prepared_dir, preparation_parameters(size, threshold, max_size_mismatch), write)
+    path, _ = prepare_once(prepared_dir, preparation_parameters(release, size, threshold, max_size_mismatch), write)
     return path
 
 

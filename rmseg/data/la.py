@@ -180,7 +180,7 @@ def prepare_raw(root: Path | str, prepared_dir: Path | str, margin: tuple[int, i
             f"{len(absent)} ids of {root}/train.list or test.list have no <id>/lgemri.nrrd under {root}: "
             f"{', '.join(absent[:8])}; add the cases or remove them from the lists"
         )
-    parameters = {"dataset": "la2018-raw", "format_version": FORMAT_VERSION, "margin": list(margin), "seed": seed}
+    parameters = {"dataset": "la2018-raw", "release": str(root.resolve()), "format_version": FORMAT_VERSION, "margin": list(margin), "seed": seed}
 
     def write(tmp: Path) -> dict[str, Any]:
         rng = np.random.default_rng(seed)
