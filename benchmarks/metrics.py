@@ -42,17 +42,19 @@ def ellipsoid(shape: tuple[int, ...], radii: tuple[float, ...]) -> np.ndarray:
     return sum(((g - (n - 1) / 2) / r) ** 2 for g, n, r in zip(grids, shape, radii)) <= 1.0
 
 
-def perturbed(mask: np.ndarray, rng: np.random.Generator, shift: int = 2, margin: int = 12) -> np.ndarray:
-    """A prediction-like copy: boundary moved by smooth noise (a few voxels) and shifted by ``shift``."""
+def perturbed(mask: np.ndarray, rng: np.random.Generator, amplitude: float = 2.0, shift: int = 2) -> np.ndarray:
+    """A prediction-like copy: the boundary moved in and out by smooth noise of ``amplitude`` voxels
+    (standard deviation; via the signed distance map, so no islands appear) and shifted by ``shift`` rows."""
+    margin = int(4 * amplitude) + shift + 2
     box = tuple(
         slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n))
         for i, n in zip(np.nonzero(mask), mask.shape)
     )
-    crop = mask[box].astype(np.float32)
-    noise = ndimage.gaussian_filter(rng.standard_normal(crop.shape).astype(np.float32), 4)
-    noisy = ndimage.gaussian_filter(crop, 2) + noise / (noise.std() + 1e-12) * 0.25 > 0.5
+    crop = mask[box]
+    signed = ndimage.distance_transform_edt(crop) - ndimage.distance_transform_edt(~crop)
+    noise = ndimage.gaussian_filter(rng.standard_normal(crop.shape), 6)
     out = np.zeros_like(mask)
-    out[box] = noisy
+    out[box] = signed + amplitude * noise / noise.std() > 0
     return np.roll(out, shift, axis=0)
 
 
