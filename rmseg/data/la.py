@@ -121,12 +121,14 @@ def ua_mt_preprocess(
     rng: np.random.Generator,
     margin: tuple[int, int] = (10, 20),
     min_size: tuple[int, int] = (112, 112),
-) -> tuple[np.ndarray, np.ndarray]:
-    """UA-MT's preprocessing of one raw ``(X, Y, Z)`` volume.
+) -> tuple[np.ndarray, np.ndarray, list[list[int]]]:
+    """UA-MT's preprocessing of one raw ``(X, Y, Z)`` volume -> (image, label, in-plane crop ``[[lo, hi], [lo, hi]]``).
 
     z-score over the whole volume; in-plane crop to the label's bounding box widened by a margin drawn
     in ``[margin[0], margin[1])`` per side and, where the bounding box is narrower than ``min_size``,
-    by half the shortfall on each side (clipped to the volume); all slices kept.
+    by half the shortfall on each side, clipped to the volume; all slices kept. Where clipping at an
+    edge leaves the box narrower than ``min_size`` (UA-MT keeps it so), it is extended on the other side
+    up to ``min_size`` as far as the volume allows; smaller volumes are padded by the training crop.
     """
     foreground = np.nonzero(label)
     if not foreground[0].size:
@@ -137,10 +139,13 @@ def ua_mt_preprocess(
         pad = max(min_size[axis] - (hi - lo), 0) // 2
         lo = max(lo - int(rng.integers(*margin)) - pad, 0)
         hi = min(hi + int(rng.integers(*margin)) + pad, label.shape[axis])
+        if hi - lo < min_size[axis]:
+            hi = min(lo + min_size[axis], label.shape[axis])
+            lo = max(hi - min_size[axis], 0)
         bounds.append(slice(lo, hi))
     image = image.astype(np.float64)
     image = ((image - image.mean()) / image.std()).astype(np.float32)
-    return image[bounds[0], bounds[1]], label[bounds[0], bounds[1]]
+    return image[bounds[0], bounds[1]], label[bounds[0], bounds[1]], [[b.start, b.stop] for b in bounds]
 
 
 def find_raw_cases(root: Path | str) -> dict[str, Path]:
@@ -190,11 +195,15 @@ def prepare_raw(root: Path | str, prepared_dir: Path | str, margin: tuple[int, i
             image, label = read_nrrd(image_path), read_nrrd(label_path)
             if image.shape != label.shape:
                 raise ValueError(f"{label_path} has shape {label.shape} but {image_path} has {image.shape}: restore both")
-            cropped, cropped_label = ua_mt_preprocess(image, (label == 255).astype(np.uint8), rng, margin)
+            label = (label == 255).astype(np.uint8)
+            if not label.any():
+                raise ValueError(f"{label_path} has no atrium voxel (value 255): the label file is empty or wrong; restore it")
+            cropped, cropped_label, crop = ua_mt_preprocess(image, label, rng, margin)
             write_h5(h5_path(tmp, case_id), cropped, cropped_label)
             records[case_id] = {
                 "original_size": list(image.shape),
                 "prepared_size": list(cropped.shape),
+                "crop": crop,
                 "sources": {"image": sha256(image_path), "label": sha256(label_path)},
             }
         write_lists(tmp, train, test)

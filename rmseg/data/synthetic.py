@@ -107,7 +107,7 @@ def atrium_case(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[
     level = np.zeros(shape)
     for _ in range(3):  # body plus two pulmonary-vein-like lobes
         c = center + rng.normal(0, 0.08, 3) * np.array(shape)
-        r = np.array(shape) * rng.uniform(0.12, 0.22, 3)
+        r = np.maximum(np.array(shape) * rng.uniform(0.12, 0.22, 3), 2.5)
         level = np.maximum(level, np.exp(-(((grid - c) / r) ** 2).sum(-1)))
     wobble = ndimage.gaussian_filter(rng.standard_normal(shape), 3) * 2.0
     label = (level + 0.15 * wobble > 0.45).astype(np.uint8)
