@@ -32,19 +32,25 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_data_config(data: str, overrides: Sequence[str] = ()) -> DictConfig:
-    """A data config from a YAML path or a name in ``configs/data/``, with ``key=value`` overrides."""
-    path = Path(data)
-    if not path.is_file():
-        path = CONFIG_DIR / "data" / f"{data}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
-        raise FileNotFoundError(f"data config {data!r} is neither a YAML file nor one of configs/data/: {names}")
-    cfg = OmegaConf.load(path)
-    cfg.pop("defaults", None)
+    """A resolved data config: a name in ``configs/data/`` composed by Hydra (``overrides`` as
+    ``key=value`` under ``data``), or a YAML file (a data node, or a run's ``config.yaml``)."""
     bad = [o for o in overrides if "=" not in o]
     if bad:
         raise ValueError(f"data overrides {bad} must be key=value")
-    return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    path = Path(data)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"data config file {path} does not exist")
+        cfg = OmegaConf.load(path)
+        cfg = cfg.data if "data" in cfg else cfg
+        return OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    names = sorted(p.stem for p in (CONFIG_DIR / "data").glob("*.yaml"))
+    if data not in names:
+        raise FileNotFoundError(f"data config {data!r} is neither a YAML file nor one of configs/data/: {names}")
+    from rmseg.config.compose import compose_config
+
+    cfg = compose_config([f"data={data}", *[f"data.{o}" for o in overrides]])
+    return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -62,16 +68,12 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def loss_probabilities(loss_cfg: dict | None):
-    """The ``probabilities`` of the first loss term that defines one (e.g. an SDF head), else None."""
-    from hydra.utils import get_class
+    """The loss's ``probabilities`` (a loss whose head is not a softmax, e.g. SDF), else None (softmax)."""
+    if not loss_cfg:
+        return None
+    from rmseg.train import build_loss
 
-    for term in (loss_cfg or {}).get("terms") or []:
-        target = term.get("_target_") if isinstance(term, dict) else None
-        if target and hasattr(get_class(target), "probabilities"):
-            from hydra.utils import instantiate
-
-            return instantiate(term).probabilities
-    return None
+    return getattr(build_loss(OmegaConf.create(loss_cfg)), "probabilities", None)
 
 
 def _check_out(out: Path) -> None:
