@@ -69,9 +69,69 @@ def reduce_batch(values: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def _check_range(name: str, tensor: torch.Tensor, low: float, high: float, fix: str) -> None:
-    lo, hi = float(tensor.min()), float(tensor.max())
+    lo, hi = (float(v) for v in torch.aminmax(tensor.float() if not tensor.is_floating_point() else tensor))
     if lo < low or hi > high or tensor.isnan().any():
         raise ValueError(f"{name} values span [{lo}, {hi}] but must lie in [{low}, {high}]; {fix}")
+
+
+def check_input_and_target(
+    input: torch.Tensor, target: torch.Tensor, activation: str | None, to_onehot_y: bool
+) -> None:
+    """Check a network output ``(B, C, *S)`` and its target without converting them.
+
+    Raises ValueError on: wrong dims, shape mismatch, non-float input, label targets that are not
+    ``(B, 1, *S)`` integers in ``[0, C)`` (``to_onehot_y``), one-hot targets that do not have ``C``
+    channels or leave ``[0, 1]``, probabilities outside ``[0, 1]`` (``activation`` None), and
+    ``softmax`` on a single channel.
+    """
+    activation = check_activation(activation)
+    if not torch.is_tensor(input) or not torch.is_tensor(target):
+        raise ValueError(f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}")
+    if input.ndim not in (3, 4, 5):
+        raise ValueError(f"input shape {tuple(input.shape)} must be (B, C, *S) with 1 to 3 spatial dims")
+    if target.ndim != input.ndim or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
+        raise ValueError(
+            f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)}: "
+            f"expected ({input.shape[0]}, 1 or {input.shape[1]}, {', '.join(map(str, input.shape[2:]))})"
+        )
+    if not input.is_floating_point():
+        raise ValueError(f"input dtype {input.dtype} must be floating point (logits or probabilities)")
+    n_classes = input.shape[1]
+    if to_onehot_y:
+        if target.shape[1] != 1:
+            raise ValueError(
+                f"to_onehot_y=True expects label target (B, 1, *S), got shape {tuple(target.shape)}; "
+                "pass to_onehot_y=False for one-hot targets"
+            )
+        if target.is_floating_point() and not torch.equal(target, target.round()):
+            raise ValueError("target labels must be integer class indices; got non-integer values")
+        lo, hi = (int(v) for v in torch.aminmax(target))
+        if lo < 0 or hi >= n_classes:
+            raise ValueError(
+                f"target labels span [{lo}, {hi}] but must lie in [0, {n_classes}) for {n_classes} output channels"
+            )
+    else:
+        if target.shape[1] != n_classes:
+            raise ValueError(
+                f"target has {target.shape[1]} channels but input has {n_classes}; "
+                "pass to_onehot_y=True for label targets (B, 1, *S)"
+            )
+        _check_range("one-hot target", target, 0.0, 1.0, "pass to_onehot_y=True for label targets")
+    if activation == "softmax" and n_classes == 1:
+        raise ValueError("activation='softmax' needs at least 2 output channels, got 1; use activation='sigmoid'")
+    if activation is None:
+        _check_range("input probability", input.detach(), 0.0, 1.0, "set activation='softmax' or 'sigmoid' for logits")
+
+
+def first_channel(n_classes: int, include_background: bool) -> int:
+    """Index of the first included channel: 0, or 1 without background (MONAI keeps 0, with a warning,
+    for single-channel output)."""
+    if include_background:
+        return 0
+    if n_classes == 1:
+        warnings.warn("single channel prediction, include_background=False ignored", stacklevel=3)
+        return 0
+    return 1
 
 
 def prepare_probabilities_and_onehot(
@@ -96,59 +156,20 @@ def prepare_probabilities_and_onehot(
         ``(probs, onehot)``, both ``(B, C', *S)`` in the dtype of ``input``, ``C' = C`` or ``C - 1``.
 
     Raises:
-        ValueError: wrong dims, shape mismatch, labels outside ``[0, C)``, non-integer labels,
-            probabilities or one-hot values outside ``[0, 1]``.
+        ValueError: see :func:`check_input_and_target`.
     """
     activation = check_activation(activation)
-    if not torch.is_tensor(input) or not torch.is_tensor(target):
-        raise ValueError(f"input and target must be tensors, got {type(input).__name__} and {type(target).__name__}")
-    if input.ndim not in (3, 4, 5):
-        raise ValueError(f"input shape {tuple(input.shape)} must be (B, C, *S) with 1 to 3 spatial dims")
-    if target.ndim != input.ndim or target.shape[0] != input.shape[0] or target.shape[2:] != input.shape[2:]:
-        raise ValueError(
-            f"target shape {tuple(target.shape)} does not match input shape {tuple(input.shape)}: "
-            f"expected ({input.shape[0]}, 1 or {input.shape[1]}, {', '.join(map(str, input.shape[2:]))})"
-        )
-    if not input.is_floating_point():
-        raise ValueError(f"input dtype {input.dtype} must be floating point (logits or probabilities)")
+    check_input_and_target(input, target, activation, to_onehot_y)
     n_classes = input.shape[1]
-
     if to_onehot_y:
-        if target.shape[1] != 1:
-            raise ValueError(
-                f"to_onehot_y=True expects label target (B, 1, *S), got shape {tuple(target.shape)}; "
-                "pass to_onehot_y=False for one-hot targets"
-            )
-        if target.is_floating_point() and not torch.equal(target, target.round()):
-            raise ValueError("target labels must be integer class indices; got non-integer values")
-        lo, hi = int(target.min()), int(target.max())
-        if lo < 0 or hi >= n_classes:
-            raise ValueError(
-                f"target labels span [{lo}, {hi}] but must lie in [0, {n_classes}) for {n_classes} output channels"
-            )
         onehot = one_hot(target.long(), num_classes=n_classes, dim=1, dtype=input.dtype)
     else:
-        if target.shape[1] != n_classes:
-            raise ValueError(
-                f"target has {target.shape[1]} channels but input has {n_classes}; "
-                "pass to_onehot_y=True for label targets (B, 1, *S)"
-            )
         onehot = target.to(input.dtype)
-        _check_range("one-hot target", onehot, 0.0, 1.0, "pass to_onehot_y=True for label targets")
-
     if activation == "softmax":
-        if n_classes == 1:
-            raise ValueError("activation='softmax' needs at least 2 output channels, got 1; use activation='sigmoid'")
         probs = torch.softmax(input, dim=1)
     elif activation == "sigmoid":
         probs = torch.sigmoid(input)
     else:
-        _check_range("input probability", input.detach(), 0.0, 1.0, "set activation='softmax' or 'sigmoid' for logits")
         probs = input
-
-    if not include_background:
-        if n_classes == 1:
-            warnings.warn("single channel prediction, include_background=False ignored", stacklevel=2)
-        else:
-            probs, onehot = probs[:, 1:], onehot[:, 1:]
-    return probs, onehot
+    first = first_channel(n_classes, include_background)
+    return probs[:, first:], onehot[:, first:]

@@ -10,6 +10,11 @@ For a prediction ``P`` and ground truth ``G`` of one channel, with centred norma
 
 so every order is one weighted squared error and a set of orders shares one weight map,
 ``W = sum_orders prod_axes C^(2 p)``, built once per (shape, dtype, device) and cached.
+
+The loss and its gradient are computed by two kernels, :func:`_rm_forward` and :func:`_rm_backward`
+(an ``autograd.Function`` with the analytic gradient that recomputes the activation instead of storing
+probabilities and one-hot targets): fewer passes over memory than autograd through the generic ops,
+and with ``compile=True`` each kernel is fused by ``torch.compile`` (see ``benchmarks/rm_loss.py``).
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from rmseg.losses._utils import (
     BATCH_REDUCTIONS,
     check_activation,
     check_choice,
+    check_input_and_target,
     check_orders,
-    prepare_probabilities_and_onehot,
+    first_channel,
     reduce_batch,
 )
 
@@ -33,6 +39,85 @@ PIXEL_REDUCTIONS = ("sum", "mean")
 COORDINATE_FRAMES = ("patch", "volume")
 # Twice the offset of a pixel's coordinate from its 0-based index: (2 i + k - 2 H/2) / (2 H).
 _GRID_SHIFT = {"center": 1, "paper": 2}
+
+
+def _activate(input: torch.Tensor, activation: str | None) -> torch.Tensor:
+    if activation == "softmax":
+        return torch.softmax(input, dim=1)
+    if activation == "sigmoid":
+        return torch.sigmoid(input)
+    return input
+
+
+def _residual(probs: torch.Tensor, target: torch.Tensor, first: int, to_onehot_y: bool) -> torch.Tensor:
+    """``P - G`` on channels ``first:``, comparing labels with channel indices instead of building one-hot."""
+    if to_onehot_y:
+        view = (1, -1) + (1,) * (probs.ndim - 2)
+        classes = torch.arange(first, probs.shape[1], device=probs.device).view(view)
+        return probs[:, first:] - (target == classes).to(probs.dtype)
+    return probs[:, first:] - target[:, first:].to(probs.dtype)
+
+
+def _rm_forward(
+    input: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, activation: str | None, first: int, to_onehot_y: bool
+) -> torch.Tensor:
+    """Per-sample ``sum_x W(x) sum_c (P_c - G_c)^2``; ``weights`` ``(1 or B, *S)``; returns ``(B,)``."""
+    residual = _residual(_activate(input, activation), target, first, to_onehot_y)
+    return (residual.square().sum(dim=1) * weights).flatten(1).sum(dim=1)
+
+
+def _rm_backward(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor,
+    grad: torch.Tensor,
+    activation: str | None,
+    first: int,
+    to_onehot_y: bool,
+) -> torch.Tensor:
+    """Gradient of ``grad . _rm_forward`` wrt ``input``: ``dL/dP_c = 2 W (P_c - G_c)`` on included channels,
+    then through the activation (softmax: ``P * (dP - sum_c P_c dP_c)``; sigmoid: ``dP * P * (1 - P)``)."""
+    probs = _activate(input, activation)
+    residual = _residual(probs, target, first, to_onehot_y)
+    scale = weights * grad.view((-1,) + (1,) * (weights.ndim - 1))
+    grad_probs = 2 * residual * scale.unsqueeze(1)
+    if first:
+        grad_probs = torch.cat([torch.zeros_like(probs[:, :first]), grad_probs], dim=1)
+    if activation == "softmax":
+        return probs * (grad_probs - (probs * grad_probs).sum(dim=1, keepdim=True))
+    if activation == "sigmoid":
+        return grad_probs * probs * (1 - probs)
+    return grad_probs
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _kernels(compiled: bool):
+    """The plain kernels, or their ``torch.compile`` versions (compiled once per process, lazily)."""
+    if not compiled:
+        return _rm_forward, _rm_backward
+    if not _COMPILED:
+        _COMPILED["forward"] = torch.compile(_rm_forward, dynamic=False)
+        _COMPILED["backward"] = torch.compile(_rm_backward, dynamic=False)
+    return _COMPILED["forward"], _COMPILED["backward"]
+
+
+class _ResidualMomentFunction(torch.autograd.Function):
+    """Per-sample RM loss with the analytic gradient wrt ``input`` (none to target or weights)."""
+
+    @staticmethod
+    def forward(ctx, input, target, weights, activation, first, to_onehot_y, compiled):
+        ctx.save_for_backward(input, target, weights)
+        ctx.options = (activation, first, to_onehot_y, compiled)
+        return _kernels(compiled)[0](input, target, weights, activation, first, to_onehot_y)
+
+    @staticmethod
+    def backward(ctx, grad):
+        input, target, weights = ctx.saved_tensors
+        activation, first, to_onehot_y, compiled = ctx.options
+        grad_input = _kernels(compiled)[1](input, target, weights, grad, activation, first, to_onehot_y)
+        return grad_input, None, None, None, None, None, None
 
 
 class ResidualMomentLoss(nn.Module):
@@ -59,6 +144,13 @@ class ResidualMomentLoss(nn.Module):
         coordinate_frame: ``"patch"`` (default; coordinates of the input itself) or ``"volume"``
             (coordinates of the full image a random crop was taken from; ``forward`` then needs
             ``offset`` and ``full_shape``). The paper trains on whole images or does not say.
+        compile: fuse the loss and gradient kernels with ``torch.compile`` (default False: plain
+            PyTorch). Needs a working compile backend (a C++ compiler on CPU, Triton on GPU); the
+            first call per shape compiles (seconds).
+
+    With ``grid="center"`` and an odd size, the centre row/column has coordinate 0, so orders with a
+    positive power on that axis give it zero weight. No gradient flows to ``target``; the gradient
+    wrt ``input`` is analytic (checked against finite differences in the tests) and once-differentiable.
 
     Shapes: ``input`` ``(B, C, *S)`` logits or probabilities; ``target`` ``(B, 1, *S)`` or ``(B, C, *S)``;
     ``offset`` / ``full_shape`` int tensors ``(B, ndim)`` or ``(ndim,)``. Returns a scalar or ``(B,)``.
@@ -74,6 +166,7 @@ class ResidualMomentLoss(nn.Module):
         pixel_reduction: str = "sum",
         reduction: str = "mean",
         coordinate_frame: str = "patch",
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.orders = check_orders(orders)
@@ -83,7 +176,8 @@ class ResidualMomentLoss(nn.Module):
         check_choice("pixel_reduction", pixel_reduction, PIXEL_REDUCTIONS)
         check_choice("reduction", reduction, BATCH_REDUCTIONS)
         check_choice("coordinate_frame", coordinate_frame, COORDINATE_FRAMES)
-        for name, value in (("include_background", include_background), ("to_onehot_y", to_onehot_y)):
+        flags = (("include_background", include_background), ("to_onehot_y", to_onehot_y), ("compile", compile))
+        for name, value in flags:
             if not isinstance(value, bool):
                 raise ValueError(f"{name}={value!r} must be True or False")
         self.include_background = include_background
@@ -92,13 +186,14 @@ class ResidualMomentLoss(nn.Module):
         self.pixel_reduction = pixel_reduction
         self.reduction = reduction
         self.coordinate_frame = coordinate_frame
+        self.compile = compile
         self._weight_cache: dict[tuple, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (
             f"orders={list(self.orders)}, include_background={self.include_background}, "
             f"activation={self.activation!r}, grid={self.grid!r}, pixel_reduction={self.pixel_reduction!r}, "
-            f"reduction={self.reduction!r}, coordinate_frame={self.coordinate_frame!r}"
+            f"reduction={self.reduction!r}, coordinate_frame={self.coordinate_frame!r}, compile={self.compile}"
         )
 
     def weight_map(
@@ -174,15 +269,12 @@ class ResidualMomentLoss(nn.Module):
                 f"orders {list(self.orders)} are {self.spatial_dims}D but input shape {tuple(input.shape)} "
                 f"has {input.ndim - 2} spatial dims"
             )
-        probs, onehot = prepare_probabilities_and_onehot(
-            input, target, self.activation, self.to_onehot_y, self.include_background
-        )
+        check_input_and_target(input, target, self.activation, self.to_onehot_y)
+        first = first_channel(input.shape[1], self.include_background)
         spatial = tuple(input.shape[2:])
         batch = input.shape[0]
-        residual2 = (probs - onehot).square().sum(dim=1).flatten(1)
         if self.coordinate_frame == "patch":
-            weights = self.weight_map(spatial, residual2.dtype, residual2.device)
-            per_sample = residual2 @ weights.flatten()
+            weights = self.weight_map(spatial, input.dtype, input.device).unsqueeze(0)
         else:
             offset = self._frame("offset", offset, batch, input.device)
             full_shape = self._frame("full_shape", full_shape, batch, input.device)
@@ -192,8 +284,10 @@ class ResidualMomentLoss(nn.Module):
                     f"patch of shape {spatial} at offset {offset.tolist()} does not fit in full_shape "
                     f"{full_shape.tolist()}: need 0 <= offset and offset + patch shape <= full_shape"
                 )
-            weights = self.weight_map(spatial, residual2.dtype, residual2.device, offset, full_shape)
-            per_sample = (residual2 * weights.flatten(1)).sum(dim=1)
+            weights = self.weight_map(spatial, input.dtype, input.device, offset, full_shape)
+        per_sample = _ResidualMomentFunction.apply(
+            input, target, weights, self.activation, first, self.to_onehot_y, self.compile
+        )
         if self.pixel_reduction == "mean":
-            per_sample = per_sample / residual2.shape[1]
+            per_sample = per_sample / weights[0].numel()
         return reduce_batch(per_sample, self.reduction)
