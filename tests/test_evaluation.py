@@ -46,11 +46,12 @@ def test_overlap_gives_uamt_window_starts(shape):
 
 
 class WindowRamp(torch.nn.Module):
-    """Logits: channel 0 = 0, channel 1 = input + a ramp along axis 0 of the window (position-dependent)."""
+    """Logits: channel 0 = 0, channel 1 = input + a ramp over the window's three axes (position-dependent)."""
 
     def __init__(self, roi):
         super().__init__()
-        self.register_buffer("ramp", torch.arange(roi[0], dtype=torch.float32).view(-1, 1, 1).expand(*roi) / 4)
+        i, j, k = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in roi), indexing="ij")
+        self.register_buffer("ramp", i / 4 + j / 3 - k / 5)
 
     def forward(self, x):
         return torch.cat([torch.zeros_like(x), x + self.ramp], dim=1)
@@ -225,3 +226,64 @@ def test_read_summary_rejects_corrupt_files(tmp_path):
         read_summary(path)
     with pytest.raises(FileNotFoundError):
         read_summary(tmp_path / "absent.json")
+
+
+# ---------------------------------------------------------------- rmseg-eval on tiny synthetic data
+
+
+@pytest.fixture(scope="module")
+def gs_tiny(tmp_path_factory):
+    """A resolved run config of Table 1's U-Net on a 3-case synthetic Drishti-GS stand-in (64x64)."""
+    from omegaconf import OmegaConf
+
+    from rmseg.config.compose import compose_config
+
+    root = tmp_path_factory.mktemp("gs_tiny")
+    cfg = compose_config([
+        "experiment=table1/unet", "data=gs_synthetic", f"paths.data_dir={root}/data", "data.synthetic.num_train=2",
+        "data.synthetic.num_test=3", "data.synthetic.shape=[64,64]", "data.image_size=[64,64]",
+        "model.channels=[4,8,16,32,64]",
+    ])
+    return root, OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
+    from rmseg.data import load_test_cases
+    from rmseg.evaluate import main
+    from rmseg.models import build_model
+
+    root, cfg = gs_tiny
+    torch.manual_seed(0)
+    model = build_model(cfg["model"], cfg["data"])
+    ckpt = root / "checkpoint.pt"
+    torch.save({"model": model.state_dict(), "config": cfg, "iteration": 0}, ckpt)
+    assert main(["--checkpoint", str(ckpt), "--out", str(root / "eval"), "--save-predictions", "all", "--device", "cpu"]) == 0
+    from_ckpt = read_summary(root / "eval" / "summary.json")
+    cases = load_test_cases(cfg["data"])
+    assert sorted({c["id"] for c in from_ckpt["cases"]}) == sorted(c["id"] for c in cases)
+    (root / "run.yaml").write_text(json.dumps({"data": cfg["data"]}))  # JSON is YAML
+    argv = ["--predictions", str(root / "eval" / "predictions"), "--data", str(root / "run.yaml"), "--out", str(root / "pred")]
+    assert main(argv) == 0
+    assert read_summary(root / "pred" / "summary.json")["cases"] == from_ckpt["cases"]
+    assert main(argv) == 2  # an existing summary is never overwritten
+
+
+def test_rmseg_eval_perfect_predictions_and_bad_input(gs_tiny, tmp_path, capsys):
+    from rmseg.data import load_test_cases
+    from rmseg.evaluate import main
+
+    root, cfg = gs_tiny
+    cases = load_test_cases(cfg["data"])
+    for case in cases:
+        save_prediction(tmp_path / "preds", case["id"], case["label"])
+    (tmp_path / "data.yaml").write_text(json.dumps(cfg["data"]))
+    assert main(["--predictions", str(tmp_path / "preds"), "--data", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "ok")]) == 0
+    summary = read_summary(tmp_path / "ok" / "summary.json")
+    assert all(c["dice"] == 1.0 and c["hd95"] == 0.0 for c in summary["cases"])
+    (tmp_path / "preds" / f"{cases[0]['id']}.png").unlink()
+    assert main(["--predictions", str(tmp_path / "preds"), "--data", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "x")]) == 2
+    assert repr(cases[0]["id"]) in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "y")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y" / "summary.json").exists()
