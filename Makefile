@@ -31,6 +31,13 @@ tables: $(STAMP)  ## rebuild Tables 1 and 2 from run summaries into results/tabl
 figures: $(STAMP)  ## contour overlays (paper Fig. 2 and 3) into results/figures/
 	$(PY) -m rmseg.figures
 
+EXTENDED := $(shell cd configs/experiment && ls extended/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
+
+reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, region-wise, adaptive region) on both datasets, then the extended tables
+	@test -d "$(DATA)/drishti-gs1" -a -d "$(DATA)/la2018" || { echo "reproduce-extended: no drishti-gs1/ and la2018/ under DATA=$(DATA); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }
+	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(EXTENDED) seed=$(SEEDS)
+	$(PY) -m rmseg.tables --table extended_gs --table extended_la
+
 data: $(STAMP)  ## download (when the network allows), verify and prepare the real data
 	$(PY) scripts/download_data.py
 

@@ -90,3 +90,11 @@ def test_sdf_run_end_to_end(tmp_path) -> None:
     assert summary["experiment"] == "extended/gs_sdf"
     assert {c["structure"] for c in summary["cases"]} == {"cup", "disc"}
     assert all(0.0 <= c["dice"] <= 1.0 for c in summary["cases"])
+
+
+def test_extended_tables_cover_every_run() -> None:
+    from rmseg.tables import TABLES
+
+    rows = [exp for name in ("extended_gs", "extended_la") for _, exp in TABLES[name].rows]
+    assert sorted(rows) == experiment_names("extended")
+    assert TABLES["extended_la"].structures == ("atrium",) and TABLES["extended_gs"].baseline == "dice_ce"
