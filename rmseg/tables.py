@@ -15,12 +15,16 @@ Statistics, per row and structure:
 - **paper / difference**: the published value (``rmseg.paper_values``) and rmseg minus paper.
 
 A missing run (no summary) prints as "—" with a note, never as a number. A new table (e.g. the
-extended comparison of every loss) is one more :class:`TableSpec` passed to :func:`register_table`.
+extended comparison of every loss) is one more :class:`TableSpec` passed to :func:`register_table`;
+``rmseg-tables`` imports the modules in :data:`SPEC_MODULES` that exist, so a module there that
+registers its specs makes them buildable with ``--table <name>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import math
 import re
 import sys
@@ -39,6 +43,8 @@ MISSING = "—"
 METRIC_LABELS = {"dice": "Dice (%)", "jaccard": "Jaccard (%)", "hd95": "95HD", "asd": "ASD"}
 PERCENT = {"dice", "jaccard"}
 SEED_DIR = re.compile(r"^seed(\d+)$")
+#: Modules that register further table specs when imported (skipped when absent).
+SPEC_MODULES = ("rmseg.extended_tables",)
 
 
 @dataclass(frozen=True)
@@ -362,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="results/tables", help="output folder (default: results/tables)")
     parser.add_argument("--table", action="append", help=f"table(s) to build (default: all of {list(TABLES)})")
     args = parser.parse_args(argv)
+    for module in SPEC_MODULES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     names = args.table or list(TABLES)
     unknown = [n for n in names if n not in TABLES]
     if unknown:
