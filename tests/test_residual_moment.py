@@ -99,6 +99,53 @@ def test_gradcheck_float64(frame):
     assert torch.autograd.gradcheck(lambda x: loss3(x, labels3), (logits3,))
 
 
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid", None])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("to_onehot_y", [True, False])
+def test_gradcheck_every_activation_and_target_form(activation, include_background, to_onehot_y):
+    logits, labels = random_case((2, 4, 3), seed=12)
+    if activation is None:
+        logits = torch.softmax(logits, 1)
+    target = labels if to_onehot_y else torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()
+    loss = ResidualMomentLoss(
+        [(2, 0), (1, 2)], activation=activation, include_background=include_background, to_onehot_y=to_onehot_y,
+        pixel_reduction="mean", reduction="sum",
+    )
+    assert torch.autograd.gradcheck(lambda x: loss(x, target), (logits.requires_grad_(True),))
+
+
+def test_autograd_through_generic_ops_gives_the_same_gradient():
+    logits, labels = random_case((2, 6, 5), seed=13)
+    logits.requires_grad_(True)
+    ResidualMomentLoss(ORDERS_2D)(logits, labels).backward()
+    reference = logits.detach().clone().requires_grad_(True)
+    probs = torch.softmax(reference, 1)[:, 1:]
+    onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2)[:, 1:].double()
+    i = (torch.arange(6, dtype=torch.float64) + 0.5 - 3) / 6
+    j = (torch.arange(5, dtype=torch.float64) + 0.5 - 2.5) / 5
+    weights = [i[:, None] ** p * j[None, :] ** q for p, q in ORDERS_2D]
+    value = sum((w * probs - w * onehot).square().flatten(1).sum(1) for w in weights).mean()
+    value.backward()
+    torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frame", ["patch", "volume"])
+def test_compiled_kernels_match_plain_kernels(frame):
+    logits, labels = random_case((2, 6, 5, 4), seed=14, dtype=torch.float32)
+    context = dict(offset=torch.tensor([1, 2, 0]), full_shape=torch.tensor([9, 8, 4]))
+    values, grads = [], []
+    for compile in (False, True):
+        x = logits.clone().requires_grad_(True)
+        loss = ResidualMomentLoss(ORDERS_3D, coordinate_frame=frame, compile=compile)
+        value = loss(x, labels, **context)
+        value.backward()
+        values.append(value.detach())
+        grads.append(x.grad)
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
 def test_zero_iff_prediction_equals_target():
     _, labels = random_case((1, 4, 6), classes=3, seed=6)
     onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()
