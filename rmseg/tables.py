@@ -158,6 +158,7 @@ def load_runs(runs_root: str | Path, experiment: str, dataset: str, structures: 
             raise ValueError(f"{path}: no structure(s) {absent} (it has {list(summary['structures'])})")
         df = pd.DataFrame(summary["cases"])
         df["id"] = df["id"].astype(str)
+        df.attrs["source"] = summary.get("source", "unknown")
         runs[int(match.group(1))] = df
     return runs
 
@@ -212,6 +213,9 @@ def build_table(spec: TableSpec, runs_root: str | Path) -> tuple[pd.DataFrame, l
     for key, exp in spec.rows:
         if not runs[key]:
             notes.append(f"{key}: no completed run (no <runs>/{exp}/seed<k>/summary.json).")
+    synthetic = [k for k, r in runs.items() if any(df.attrs["source"] == "synthetic" for df in r.values())]
+    if synthetic:
+        notes.append(f"{', '.join(synthetic)}: run on synthetic stand-in data; not comparable with published values.")
     base = runs[spec.baseline]
     for key, exp in spec.rows:
         row_runs = runs[key]

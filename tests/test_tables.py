@@ -122,3 +122,13 @@ def test_cli_writes_markdown_csv_latex(tmp_path, capsys):
     assert r"\begin{tabular}" in tex and "rm20\\_02\\_22" in tex and "—" not in tex
     assert "80.33 (7.43)" in capsys.readouterr().out
     assert main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+
+
+def test_synthetic_runs_are_flagged(tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(RUNS, runs)
+    path = runs / "table1" / "rm20" / "seed1" / "summary.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "source": "synthetic"}))
+    _, notes = build_table(TABLE1, runs)
+    assert "rm20: run on synthetic stand-in data; not comparable with published values." in notes
+    assert not any("synthetic" in n for n in build_table(TABLE1, RUNS)[1])
