@@ -287,3 +287,22 @@ def test_rmseg_eval_perfect_predictions_and_bad_input(gs_tiny, tmp_path, capsys)
     assert main(["--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "y")]) == 2
     assert "cannot be read" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y" / "summary.json").exists()
+
+
+@pytest.mark.realdata
+def test_window_starts_on_every_real_la_test_volume(shared_data):
+    """On the real LA test shapes (read from the h5 headers), MONAI's windows are UA-MT's."""
+    h5py = pytest.importorskip("h5py")
+    root = shared_data / "la2018"
+    roi, strides = (112, 112, 80), (18, 18, 4)
+    overlap = sliding_window_overlap(roi, strides)
+    ids = (root / "test.list").read_text().split()
+    assert len(ids) == 20
+    for cid in ids:
+        with h5py.File(root / "2018LA_Seg_Training Set" / cid / "mri_norm2.h5", "r") as f:
+            shape = f["image"].shape
+        padded = tuple(max(s, r) for s, r in zip(shape, roi))
+        interval = _get_scan_interval(padded, roi, 3, overlap)
+        starts = {tuple(sl.start for sl in sls) for sls in dense_patch_slices(padded, roi, interval)}
+        axes = [[min(st * i, n - r) for i in range(math.ceil((n - r) / st) + 1)] for n, r, st in zip(padded, roi, strides)]
+        assert starts == {(a, b, c) for a in axes[0] for b in axes[1] for c in axes[2]}, cid
