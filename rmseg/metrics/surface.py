@@ -102,7 +102,8 @@ def directed_distances(
 
     Distances do not depend on where the masks sit, so callers pass them cropped by ``crop_to_union``.
     The KD-trees are unbalanced (sliding-midpoint splits): on lattice points that builds and queries
-    ~2x faster than scipy's balanced default, with the same exact nearest neighbours.
+    1.3-2x faster than scipy's balanced default (measured on LA-sized surfaces), with the same exact
+    nearest neighbours.
     """
     surface_pred, surface_gt = surface(pred), surface(gt)
     shared = np.count_nonzero(surface_pred & surface_gt)
