@@ -125,6 +125,20 @@ def test_agrees_with_medpy_on_random_pairs():
     assert not failures, failures[:5]
 
 
+def test_agrees_with_medpy_on_masks_touching_the_image_border():
+    full = np.ones((6, 7), bool)
+    top = np.zeros((6, 7), bool)
+    top[:3] = True
+    corner = np.zeros((5, 6, 4), bool)
+    corner[:2, :3, :] = True
+    box = np.zeros((5, 6, 4), bool)
+    box[1:4, 2:5, 1:3] = True
+    for pred, gt, spacing in [(full, top, (0.5, 2.0)), (top, full, (1.0, 1.0)), (corner, box, (2.0, 0.7, 1.3))]:
+        ours = evaluate_case(pred, gt, spacing)
+        assert ours["hd95"] == pytest.approx(medpy_binary.hd95(pred, gt, spacing), rel=1e-6)
+        assert ours["asd"] == pytest.approx(medpy_binary.asd(pred, gt, spacing), rel=1e-6)
+
+
 def test_agrees_with_medpy_assd_when_directions_have_equal_size():
     # medpy's assd averages the two directed means; with equally many surface voxels on both sides
     # (a mirrored pair) that equals the pooled mean used here.
