@@ -183,7 +183,9 @@ def load_checkpoint(path: Path, resolved_cfg: Mapping[str, Any]) -> dict[str, An
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(f"checkpoint {path} is corrupt or unreadable ({err}); delete {path.parent} to start over") from err
+        raise ValueError(
+            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete {path.parent} to start over"
+        ) from err
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an rmseg checkpoint (format {CHECKPOINT_FORMAT}); delete {path.parent} to start over")
     diff = config_differences(state["config"], resolved_cfg)
@@ -215,8 +217,10 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
 
 def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int) -> Iterator[dict[str, Any]]:
     sampler = ResumableSampler(len(dataset), seed, start=start_iteration * data_cfg.batch_size)
+    # its own generator: the loader's base seed must not draw from the global RNG (restored on resume)
     loader = DataLoader(SeededItems(dataset, seed), batch_size=data_cfg.batch_size, sampler=sampler,
-                        num_workers=data_cfg.num_workers, persistent_workers=data_cfg.num_workers > 0)
+                        num_workers=data_cfg.num_workers, persistent_workers=data_cfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
     return iter(loader)
 
 

@@ -1,0 +1,145 @@
+"""Configs: every experiment composes and instantiates; the paper's protocols; typos fail at start-up."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ValidationError
+
+from rmseg.config import compose_config, experiment_names
+from rmseg.losses import ResidualMomentLoss, SegmentationLoss
+from rmseg.models import MODEL_DIMS, build_model
+from rmseg.train import build_loss, check_config, check_rm_orders
+
+TABLE1 = {"unet", "mse", "rm10", "rm10_01", "rm20", "rm20_02", "rm20_02_22"}
+TABLE2_PAPER = {"vnet", "rm3", "rm4"}
+
+
+@pytest.mark.parametrize("experiment", experiment_names())
+def test_every_experiment_composes_and_instantiates(experiment):
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.name == experiment
+    resolved = check_config(cfg)
+    model = build_model(cfg.model, cfg.data)
+    assert MODEL_DIMS[cfg.model.name] == cfg.data.spatial_dims
+    assert sum(p.numel() for p in model.parameters()) > 0
+    loss = build_loss(cfg.loss)
+    for term in getattr(loss, "terms", []):
+        if isinstance(term, ResidualMomentLoss):
+            assert all(len(order) == cfg.data.spatial_dims for order in term.orders)
+    family = experiment.split("/")[0]
+    if family in ("table1", "table2"):
+        assert resolved["data"]["name"] == {"table1": "gs", "table2": "la"}[family]
+
+
+def test_every_paper_row_has_its_experiment():
+    assert set(experiment_names("table1")) == {f"table1/{r}" for r in TABLE1}
+    assert {f"table2/{r}" for r in TABLE2_PAPER} <= set(experiment_names("table2"))
+    with pytest.raises(ValueError, match="experiment family 'table9'"):
+        experiment_names("table9")
+
+
+@pytest.mark.parametrize(
+    "row, orders",
+    [("unet", None), ("mse", [(0, 0)]), ("rm10", [(1, 0)]), ("rm10_01", [(1, 0), (0, 1)]), ("rm20", [(2, 0)]),
+     ("rm20_02", [(2, 0), (0, 2)]), ("rm20_02_22", [(2, 0), (0, 2), (2, 2)])],
+)
+def test_table1_rows_follow_the_paper(row, orders):
+    cfg = compose_config([f"experiment=table1/{row}"])
+    loss = build_loss(cfg.loss)
+    assert isinstance(loss, SegmentationLoss) and (loss.lambda_ce, loss.lambda_dice) == (1.0, 1.0)
+    rm = [t for t in loss.terms if isinstance(t, ResidualMomentLoss)]
+    if orders is None:
+        assert not rm
+    else:
+        assert [tuple(o) for o in rm[0].orders] == orders and loss.alpha == 1.0
+    assert (cfg.model.name, cfg.optim.name, cfg.optim.lr, cfg.optim.lr_step_iters) == ("unet2d", "sgd", 1e-3, None)
+    assert cfg.trainer.max_iters == 2000 and list(cfg.data.image_size) == [512, 512]
+
+
+@pytest.mark.parametrize("row, orders", [("vnet", None), ("rm3", [(2, 0, 0), (0, 2, 0), (0, 0, 2)]),
+                                         ("rm4", [(2, 0, 0), (0, 2, 0), (0, 0, 2), (2, 2, 2)])])
+def test_table2_rows_follow_the_comparison_protocol(row, orders):
+    cfg = compose_config([f"experiment=table2/{row}"])
+    loss = build_loss(cfg.loss)
+    rm = [t for t in loss.terms if isinstance(t, ResidualMomentLoss)]
+    assert ([tuple(o) for o in rm[0].orders] if rm else None) == orders
+    if orders:
+        assert loss.alpha == 0.01
+    o = cfg.optim
+    assert (o.lr, o.momentum, o.weight_decay, o.lr_step_iters, o.lr_gamma) == (1e-2, 0.9, 1e-4, 2500, 0.1)
+    assert cfg.trainer.max_iters == 6000 and cfg.data.batch_size == 4
+    assert list(cfg.data.patch_size) == [112, 112, 80] and cfg.data.num_train == 16
+    assert (cfg.model.name, cfg.model.base_filters, cfg.model.dropout) == ("vnet3d", 16, 0.5)
+
+
+def test_command_line_overrides_reach_the_config():
+    cfg = compose_config(["experiment=table1/rm20", "loss.alpha=0.5", "trainer.max_iters=500", "seed=3"])
+    assert (cfg.loss.alpha, cfg.trainer.max_iters, cfg.seed) == (0.5, 500, 3)
+    assert compose_config(["experiment=table2/vnet", "model=monai_vnet"]).model.name == "monai_vnet"
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("trainer.max_iter=5", "max_iter"), ("optim.learning_rate=0.1", "learning_rate"), ("seeed=1", "seeed"),
+     ("model.chanels=[4,8]", "chanels"), ("data.batchsize=2", "batchsize"), ("eval.stride=[1,1]", "stride")],
+)
+def test_misspelt_keys_fail_at_composition_naming_the_key(override, key):
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config(["experiment=table1/rm20", override])
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+@pytest.mark.parametrize("override, key", [("trainer.max_iters=ten", "max_iters"), ("on_exists=maybe", "on_exists"),
+                                           ("trainer.amp=sometimes", "amp")])
+def test_wrong_types_fail_at_composition_naming_the_key(override, key):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        compose_config(["experiment=table1/rm20", override])
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+def test_unknown_experiment_fails_naming_it():
+    with pytest.raises(MissingConfigException, match="table1/rm99"):
+        compose_config(["experiment=table1/rm99"])
+
+
+def test_no_experiment_fails_with_the_fix():
+    with pytest.raises(ValueError, match="no experiment chosen: pass experiment=table1/<row>"):
+        check_config(compose_config([]))
+
+
+def test_rm_order_of_the_wrong_length_fails_at_start_up():
+    cfg = compose_config(["experiment=table2/rm3", "loss.terms=[{_target_: rmseg.losses.ResidualMomentLoss, orders: [[2, 0]]}]"])
+    with pytest.raises(ValueError, match=r"loss.terms\[0\].orders has \[2, 0\] with 2 entries but data 'la' is 3D"):
+        check_config(cfg)
+    check_rm_orders({"terms": [{"orders": [[2, 0, 0]]}]}, 3, "la")  # the right length passes
+    with pytest.raises(ValueError, match=r"e.g. \[2, 0\]"):
+        check_rm_orders({"terms": [{"orders": [[2, 0], [1, 1, 1]]}]}, 2, "gs")
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [("trainer.max_iters=-5", "trainer.max_iters=-5 must be an integer >= 1"),
+     ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
+     ("optim.lr=0", "optim.lr=0"), ("optim.momentum=-0.1", "optim.momentum=-0.1"),
+     ("trainer.device=tpu", "trainer.device='tpu'"), ("data.batch_size=0", "data.batch_size=0"),
+     ("eval.strides=[200,18,4]", "eval.strides")],
+)
+def test_bad_values_fail_at_start_up_naming_them(override, match):
+    with pytest.raises(ValueError, match=match):
+        check_config(compose_config(["experiment=table2/rm3", override]))
+
+
+def test_bad_loss_argument_names_it():
+    cfg = compose_config(["experiment=table1/rm20", "loss.alpha=-1"])
+    with pytest.raises(ValueError, match="alpha=-1"):
+        build_loss(cfg.loss)
+
+
+def test_slurm_launcher_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs the cluster extra")
+    cfg = compose_config(["experiment=table2/rm4", "launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min == 720
+    assert cfg.name == "table2/rm4"

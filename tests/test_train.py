@@ -1,0 +1,241 @@
+"""Training engine on tiny synthetic configs: smoke runs of both tables, kill-and-resume equality,
+determinism, run folders, provenance, and bad input (one clear error, no run folder looking complete)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import rmseg.train as train_module
+from rmseg import provenance
+from rmseg.config import compose_config
+from rmseg.run_dir import claim, run_dir
+from rmseg.sampling import ResumableSampler, SeededItems
+from rmseg.train import config_differences, load_checkpoint, train
+
+TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
+           "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]"]
+TINY_LA = ["data=la_synthetic", "data.patch_size=[16,16,16]", "data.synthetic.shape=[24,24,16]", "data.synthetic.num_train=2",
+           "data.synthetic.num_test=1", "data.num_train=2", "data.batch_size=2", "model.base_filters=2",
+           "eval.roi_size=[16,16,16]", "eval.strides=[8,8,8]"]
+TRAINER = ["trainer=demo", "trainer.max_iters=4", "trainer.checkpoint_every=2", "trainer.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Synthetic stand-ins written once for the module."""
+    return tmp_path_factory.mktemp("data")
+
+
+def tiny(experiment: str, results: Path, data_dir: Path, *extra: str):
+    family = TINY_GS if experiment.startswith("table1") else TINY_LA
+    return compose_config([f"experiment={experiment}", *family, *TRAINER, f"paths.results_dir={results}",
+                           f"paths.data_dir={data_dir}", *extra])
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("experiment", ["table1/rm20_02", "table2/rm4"])
+def test_smoke_run_writes_a_complete_run_folder(experiment, tmp_path, data_dir):
+    final = train(tiny(experiment, tmp_path, data_dir, "trainer.tensorboard=true"))
+    assert final == tmp_path / "runs" / experiment / "seed0"
+    assert not (final.parent / ".seed0.tmp").exists()
+    for name in ("config.yaml", "provenance.json", "train.log", "checkpoint.pt", "summary.json", "per_case.csv"):
+        assert (final / name).is_file(), name
+    assert list((final / "tensorboard").iterdir())
+    summary = json.loads((final / "summary.json").read_text())
+    assert (summary["experiment"], summary["seed"], summary["iterations"]) == (experiment, 0, 4)
+    structures = {"table1": {"disc", "cup"}, "table2": {"atrium"}}[experiment.split("/")[0]]
+    assert {c["structure"] for c in summary["cases"]} == structures
+    assert all(0.0 <= c["dice"] <= 1.0 for c in summary["cases"])
+    state = torch.load(final / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["iteration"] == 4 and state["config"]["name"] == experiment
+    assert "iteration 4/4" in (final / "train.log").read_text()
+
+
+def test_same_seed_gives_identical_weights_and_metrics_other_seed_does_not(tmp_path, data_dir):
+    runs = [train(tiny("table1/rm20", tmp_path / f"r{i}", data_dir, f"seed={s}")) for i, s in enumerate((0, 0, 1))]
+    assert_same_weights(final_weights(runs[0]), final_weights(runs[1]))
+    cases = [json.loads((r / "summary.json").read_text())["cases"] for r in runs]
+    assert cases[0] == cases[1]
+    assert any(not torch.equal(a, b) for a, b in zip(final_weights(runs[0]).values(), final_weights(runs[2]).values()))
+
+
+def _sigterm_at_first_checkpoint(monkeypatch):
+    """Deliver SIGTERM to this process right after the first periodic checkpoint is written."""
+    real_save = train_module.save_checkpoint
+    calls = []
+
+    def save_then_signal(path, state):
+        real_save(path, state)
+        calls.append(state["iteration"])
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_signal)
+    return calls
+
+
+@pytest.mark.parametrize("experiment", ["table1/rm20", "table2/rm3"])
+def test_kill_and_resume_reaches_the_same_final_weights(experiment, tmp_path, data_dir, monkeypatch):
+    extra = ("trainer.max_iters=4", "trainer.checkpoint_every=2")
+    uninterrupted = train(tiny(experiment, tmp_path / "a", data_dir, *extra))
+
+    calls = _sigterm_at_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM: run interrupted at iteration 2"):
+        train(tiny(experiment, tmp_path / "b", data_dir, *extra))
+    assert calls == [2, 2]  # the periodic checkpoint, then the one taken on the signal
+    interrupted = run_dir(tmp_path / "b" / "runs", experiment, 0)
+    assert interrupted.checkpoint.is_file() and not interrupted.final.exists()
+    monkeypatch.undo()
+
+    with pytest.raises(FileExistsError, match="pass resume=true"):
+        train(tiny(experiment, tmp_path / "b", data_dir, *extra))
+    resumed = train(tiny(experiment, tmp_path / "b", data_dir, *extra, "resume=true"))
+    assert resumed == interrupted.final
+    assert_same_weights(final_weights(uninterrupted), final_weights(resumed))
+    a, b = (json.loads((r / "summary.json").read_text())["cases"] for r in (uninterrupted, resumed))
+    assert a == b
+    assert "resumed" in (resumed / "train.log").read_text()
+
+
+def test_resume_with_a_different_config_lists_the_keys(tmp_path, data_dir, monkeypatch):
+    _sigterm_at_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("table1/rm20", tmp_path, data_dir))
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"config differs .* loss.alpha: 1.0 -> 0.5; optim.lr: 0.001 -> 0.01"):
+        train(tiny("table1/rm20", tmp_path, data_dir, "resume=true", "loss.alpha=0.5", "optim.lr=0.01"))
+    assert not run_dir(tmp_path / "runs", "table1/rm20", 0).final.exists()
+
+
+def test_corrupt_or_foreign_checkpoint_fails_clearly(tmp_path, data_dir):
+    run = run_dir(tmp_path / "runs", "table1/rm20", 0)
+    run.tmp.mkdir(parents=True)
+    run.checkpoint.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt or unreadable.*delete"):
+        train(tiny("table1/rm20", tmp_path, data_dir, "resume=true"))
+    torch.save({"model": {}}, run.checkpoint)
+    with pytest.raises(ValueError, match="is not an rmseg checkpoint"):
+        train(tiny("table1/rm20", tmp_path, data_dir, "resume=true"))
+    assert not run.final.exists()
+
+
+def test_checkpoint_of_another_model_fails_clearly(tmp_path, data_dir, monkeypatch):
+    _sigterm_at_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("table1/rm20", tmp_path, data_dir))
+    monkeypatch.undo()
+    run = run_dir(tmp_path / "runs", "table1/rm20", 0)
+    state = torch.load(run.checkpoint, weights_only=True)
+    state["model"] = {"weight": torch.zeros(1)}
+    torch.save(state, run.checkpoint)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        train(tiny("table1/rm20", tmp_path, data_dir, "resume=true"))
+    assert not run.final.exists()
+
+
+def test_completed_run_is_skipped_or_fails_never_overwritten(tmp_path, data_dir):
+    final = train(tiny("table1/unet", tmp_path, data_dir))
+    before = (final / "checkpoint.pt").read_bytes()
+    assert train(tiny("table1/unet", tmp_path, data_dir)) is None
+    with pytest.raises(FileExistsError, match="already complete .*on_exists=fail"):
+        train(tiny("table1/unet", tmp_path, data_dir, "on_exists=fail"))
+    assert (final / "checkpoint.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "extra, error, match",
+    [(("trainer.max_iters=-3",), ValueError, "trainer.max_iters=-3"),
+     (("loss.terms=[{_target_: rmseg.losses.ResidualMomentLoss, orders: [[2, 0, 0]]}]",), ValueError, "data 'gs' is 2D"),
+     (("data=gs", "data.root=/nonexistent/drishti"), FileNotFoundError, "/nonexistent/drishti"),
+     (("name=../outside",), ValueError, "must be a relative path")],
+)
+def test_bad_input_fails_before_any_run_folder(extra, error, match, tmp_path, data_dir):
+    with pytest.raises(error, match=match):
+        train(tiny("table1/rm20", tmp_path, data_dir, *extra))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_config_differences_ignore_free_keys_and_show_absent_ones():
+    saved = {"seed": 0, "resume": False, "paths": {"results_dir": "a"}, "loss": {"alpha": 1.0}}
+    current = {"seed": 1, "resume": True, "paths": {"results_dir": "b"}, "loss": {"alpha": 1.0, "extra": 2}}
+    assert config_differences(saved, current) == ["loss.extra: '<absent>' -> 2", "seed: 0 -> 1"]
+
+
+def test_load_checkpoint_rejects_a_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="corrupt or unreadable"):
+        load_checkpoint(tmp_path / "checkpoint.pt", {})
+
+
+def test_sampler_resumes_mid_stream_and_visits_each_case_once_per_epoch():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    full = take(ResumableSampler(5, seed=3), 17)
+    assert take(ResumableSampler(5, seed=3, start=7), 10) == full[7:]
+    assert [p for _, p in full] == list(range(17))
+    for epoch in range(3):
+        assert sorted(i for i, _ in full[5 * epoch: 5 * epoch + 5]) == [0, 1, 2, 3, 4]
+    assert take(ResumableSampler(5, seed=4), 17) != full
+    with pytest.raises(ValueError, match="training set is empty"):
+        ResumableSampler(0, seed=0)
+
+
+def test_seeded_items_draw_from_the_position_and_restore_global_rngs():
+    class Noisy(torch.utils.data.Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return (i, float(np.random.rand()), float(torch.rand(())))
+
+    items = SeededItems(Noisy(), seed=0)
+    torch.manual_seed(1)
+    np.random.seed(1)
+    before = (torch.get_rng_state(), np.random.get_state()[1].copy())
+    first = items[(1, 5)]
+    assert items[(1, 5)] == first and items[(1, 6)] != first
+    assert torch.equal(torch.get_rng_state(), before[0]) and (np.random.get_state()[1] == before[1]).all()
+
+
+def test_claim_refuses_an_interrupted_run_without_resume(tmp_path):
+    run = run_dir(tmp_path, "table1/rm20", 2)
+    assert run.tmp == tmp_path / "table1" / "rm20" / ".seed2.tmp"
+    assert claim(run, on_exists="skip", resume=False) and run.tmp.is_dir()
+    with pytest.raises(FileExistsError, match="resume=true"):
+        claim(run, on_exists="skip", resume=False)
+    with pytest.raises(ValueError, match="seed=-1"):
+        run_dir(tmp_path, "x", -1)
+
+
+def test_provenance_records_commit_diff_packages_and_machine():
+    info = provenance.collect()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=provenance.REPO_ROOT, capture_output=True, text=True)
+    assert info["commit"] == head.stdout.strip()
+    assert isinstance(info["diff"], str) and isinstance(info["dirty"], bool)
+    assert info["packages"]["torch"] == torch.__version__.split("+")[0] or info["packages"]["torch"] == torch.__version__
+    assert info["machine"]["python"] == sys.version.split()[0]
+
+
+def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
+    final = train(tiny("table1/rm20", tmp_path, data_dir, "trainer.amp=true", "trainer.max_iters=2"))
+    assert OmegaConf.load(final / "config.yaml").trainer.amp is True
