@@ -19,9 +19,10 @@ class BoundaryLoss(nn.Module):
     the CPU without gradient. Averaged over voxels and the included classes per sample, then
     reduced over the batch. Binary case = Ma et al.'s comparison code (``train_LA_BD.py``).
 
-    Range: the loss is NOT non-negative. Per sample, ``-mean(d_in') <= L <= mean(d_out)``, the
-    lower bound (< 0 when the class is present) reached by the perfect prediction ``p = g`` and
-    the upper one by ``p = 1 - g``; a class absent from the patch contributes 0.
+    Range: the loss is NOT non-negative. Per sample, ``mean(min(phi, 0)) <= L <= mean(max(phi, 0))``
+    (means over the included classes and voxels), the lower bound (< 0 when a class is present)
+    reached by the perfect prediction ``p = g`` and the upper one by ``p = 1 - g``; a class absent
+    from the patch (or filling it) has ``phi = 0`` and contributes 0.
     Use with CE + Dice and :class:`~rmseg.losses.schedules.RebalanceSchedule`.
 
     Args:
