@@ -40,7 +40,10 @@ def pick_device(name: str = "auto") -> torch.device:
     """``"auto"`` gives CUDA when present, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` are taken as is."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"device={name!r} is not a device name; use auto, cpu or cuda[:index]") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} asked for but CUDA is not available; use --device cpu or auto")
     if device.type not in ("cpu", "cuda"):

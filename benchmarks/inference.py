@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from benchmarks.common import bench_parser, markdown_table, pick_device, summarize, time_call, write_report
+from benchmarks.training import setting_config
 from rmseg.evaluation import EvalConfig, predict_probabilities
 from rmseg.models import build_model
 
@@ -45,12 +46,15 @@ def benchmark_volume(
     device: torch.device,
     roi: Sequence[int] = ROI,
     strides: Sequence[int] = STRIDES,
+    overrides: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Seconds per volume of ``shape`` for every ``(sw_batch_size, amp)`` of ``settings``, side by side."""
+    """Seconds per volume of ``shape`` for every ``(sw_batch_size, amp)`` of ``settings``, side by side,
+    with the network of the Table 2 setting (plus Hydra ``overrides``)."""
     if not settings or any(sw < 1 for sw, _ in settings):
         raise ValueError(f"settings {list(settings)} must be a non-empty list of (sw_batch_size >= 1, amp)")
     torch.manual_seed(0)
-    model = build_model({"name": "vnet3d"}, {"spatial_dims": 3, "in_channels": 1, "num_classes": 2}).to(device)
+    cfg = setting_config("table2", overrides)
+    model = build_model(cfg.model, cfg.data).to(device)
     image = torch.randn(1, *shape)
     windows = window_count(shape, roi, strides)
     rows = []

@@ -37,13 +37,16 @@ from benchmarks.training import TrainStep, setting_config, synthetic_batches  # 
 SIZES = {"table1": (128, 256, 512, 1024), "table2": (64, 96, 128, 160)}
 
 
-def benchmark_sizes(setting: str, sizes: tuple[int, ...], repeats: int, device: torch.device) -> list[dict[str, Any]]:
-    """Time per iteration and peak memory of one setting at each (square / cubic) size, batch 1."""
+def benchmark_sizes(
+    setting: str, sizes: tuple[int, ...], repeats: int, device: torch.device, overrides: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Time per iteration and peak memory of one setting (plus Hydra ``overrides``) at each (square /
+    cubic) size, batch 1."""
     rows = []
     for size in sizes:
         ndim = 2 if setting == "table1" else 3
         key = "image_size" if ndim == 2 else "patch_size"
-        cfg = setting_config(setting, (f"data.{key}=[{','.join([str(size)] * ndim)}]", "data.batch_size=1"))
+        cfg = setting_config(setting, (f"data.{key}=[{','.join([str(size)] * ndim)}]", "data.batch_size=1", *overrides))
         torch.manual_seed(0)
         step = TrainStep(cfg, "fp32", device)
         batch = synthetic_batches(cfg, (size,) * ndim, 1, count=1, seed=0)[0]

@@ -1,0 +1,219 @@
+"""Smoke runs of the speed benchmarks on tiny sizes: record fields, positive times, no thresholds."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+
+from benchmarks import common
+from benchmarks.inference import LA_LARGEST, LA_SMALLEST, ROI, STRIDES, benchmark_volume, window_count
+from benchmarks.run_all import benchmark_names
+from benchmarks.scaling import benchmark_sizes, plot
+from benchmarks.time_to_table import estimate
+from benchmarks.training import TrainStep, benchmark_setting, setting_config, synthetic_batches
+
+CPU = torch.device("cpu")
+# Narrow networks keep the smoke runs fast; the code path is the one the full sizes take.
+SMALL_UNET = "model.channels=[4,8,16,32,64]"
+SMALL_VNET = "model.base_filters=4"
+
+
+# ---------------------------------------------------------------- common
+
+
+def test_time_call_counts_calls_and_times_each():
+    calls = []
+    times = common.time_call(lambda: (calls.append(1), time.sleep(0.002)), repeats=3, warmup=2)
+    assert len(calls) == 5 and len(times) == 3
+    assert all(t >= 0.002 for t in times)
+
+
+@pytest.mark.parametrize("kwargs", [{"repeats": 0}, {"warmup": -1}])
+def test_time_call_rejects_bad_counts(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        common.time_call(lambda: None, **kwargs)
+
+
+def test_summarize_by_hand():
+    assert common.summarize([3.0, 1.0, 2.0, 10.0]) == {"median_s": 2.5, "min_s": 1.0, "max_s": 10.0, "repeats": 4}
+    with pytest.raises(ValueError, match="empty"):
+        common.summarize([])
+
+
+def test_pick_device_rejects_unknown():
+    assert common.pick_device("cpu") == CPU
+    with pytest.raises(ValueError, match="'tpu'"):
+        common.pick_device("tpu")
+
+
+def test_peak_memory_sees_a_held_allocation():
+    def hold_64_mib():
+        x = torch.ones(16 * 2**20)  # 64 MiB, pages touched
+        time.sleep(0.05)
+        return x.sum()
+
+    assert common.peak_memory_bytes(hold_64_mib, CPU) >= 48 * 2**20
+
+
+def test_markdown_table_formats_cells():
+    table = common.markdown_table([{"a": 1.23456, "b": None, "c": "x"}], ["a", "b"])
+    assert table.splitlines() == ["| a | b |", "|---|---|", "| 1.235 |  |"]
+
+
+def test_write_report_adds_machine_and_archives_earlier(tmp_path):
+    md, js = common.write_report("demo", "# first", {"x": 1}, out_dir=tmp_path)
+    data = json.loads(js.read_text())
+    assert data["x"] == 1
+    assert {"date_utc", "torch", "monai", "cpu_count", "device", "commit"} <= set(data["machine"])
+    assert md.read_text().startswith("# first") and "torch" in md.read_text()
+    common.write_report("demo", "# second", {"x": 2}, out_dir=tmp_path)
+    assert json.loads(js.read_text())["x"] == 2
+    archived = sorted(p.name for p in (tmp_path / "archive").iterdir())
+    assert len(archived) == 2 and all(n.startswith("demo.") for n in archived)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+@pytest.mark.parametrize("name", ["", "a/b", ".hidden"])
+def test_write_report_rejects_bad_names(tmp_path, name):
+    with pytest.raises(ValueError, match="report name"):
+        common.write_report(name, "", {}, out_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_synthetic_batches_hold_every_class():
+    cfg = setting_config("table1", ("data.image_size=[32,32]",))
+    (batch,) = synthetic_batches(cfg, (32, 32), batch_size=2, count=1, seed=0)
+    assert batch["image"].shape == (2, 3, 32, 32)
+    assert batch["label"].shape == (2, 1, 32, 32)
+    assert set(batch["label"].unique().tolist()) == {0, 1, 2}
+
+
+def test_train_step_rejects_cuda_only_variant_on_cpu():
+    cfg = setting_config("table1", ("data.image_size=[32,32]",))
+    with pytest.raises(ValueError, match="cudnn_benchmark"):
+        TrainStep(cfg, "cudnn_benchmark", CPU)
+    with pytest.raises(ValueError, match="'fp16'"):
+        TrainStep(cfg, "fp16", CPU)
+
+
+def test_training_record_2d_with_data_wait():
+    result = benchmark_setting(
+        "table1",
+        ("fp32", "amp_bf16", "channels_last", "cudnn_benchmark"),
+        steps=2,
+        warmup=1,
+        device=CPU,
+        overrides=(SMALL_UNET, "data.image_size=[32,32]", "data.batch_size=2", "data.synthetic.shape=[40,40]"),
+        data_wait_steps=1,
+    )
+    assert result["input_shape"] == [2, 3, 32, 32]
+    assert [v["variant"] for v in result["variants"]] == ["fp32", "amp_bf16", "channels_last"]
+    assert result["skipped"] == {"cudnn_benchmark": "CUDA only"}
+    for v in result["variants"]:
+        assert v["median_s"] > 0 and v["it_per_s"] > 0 and len(v["losses"]) == 2
+        assert all(math.isfinite(x) for x in v["losses"])
+    fp32 = result["variants"][0]
+    assert fp32["curve_max_rel_diff"] == 0 and fp32["speedup_vs_fp32"] == 1
+    wait = result["data_wait"]
+    assert "error" not in wait, wait
+    assert wait["wait_median_s"] >= 0 and wait["step_median_s"] > 0 and 0 <= wait["wait_fraction"] < 1
+
+
+def test_training_record_3d():
+    result = benchmark_setting(
+        "table2", ("fp32", "amp_bf16"), steps=2, warmup=1, device=CPU,
+        overrides=(SMALL_VNET, "data.patch_size=[32,32,16]", "data.batch_size=2"),
+    )
+    assert result["model"] == "vnet3d" and result["input_shape"] == [2, 1, 32, 32, 16]
+    assert [v["variant"] for v in result["variants"]] == ["fp32", "amp_bf16"]
+    assert all(v["median_s"] > 0 for v in result["variants"])
+
+
+def test_training_rejects_untimed_runs():
+    with pytest.raises(ValueError, match="steps=1"):
+        benchmark_setting("table1", ("fp32",), steps=1, warmup=1, device=CPU)
+
+
+# ---------------------------------------------------------------- inference
+
+
+def test_window_count_by_hand_and_against_monai():
+    # LA extremes at strides 18/18/4, window 112x112x80: 3*3*3 and 9*4*3 windows.
+    assert window_count(LA_SMALLEST, ROI, STRIDES) == 27
+    assert window_count(LA_LARGEST, ROI, STRIDES) == 108
+    assert window_count((100, 100, 70), ROI, STRIDES) == 1
+    from monai.inferers import sliding_window_inference
+
+    from rmseg.evaluation import sliding_window_overlap
+
+    seen = []
+
+    def count(x):
+        seen.append(x.shape[0])
+        return x
+
+    sliding_window_inference(torch.zeros(1, 1, *LA_SMALLEST), ROI, 1, count,
+                             overlap=sliding_window_overlap(ROI, STRIDES))
+    assert sum(seen) == 27
+
+
+def test_inference_record():
+    rows = benchmark_volume((48, 40, 36), [(1, False), (2, True)], repeats=1, device=CPU,
+                            roi=(32, 32, 32), strides=(16, 16, 4), overrides=(SMALL_VNET,))
+    assert [(r["sw_batch_size"], r["amp"]) for r in rows] == [(1, False), (2, True)]
+    for r in rows:
+        assert r["windows"] == 2 * 2 * 2 and r["median_s"] > 0 and r["s_per_window"] > 0
+    assert min(r["relative_to_fastest"] for r in rows) == 1
+
+
+# ---------------------------------------------------------------- scaling
+
+
+def test_scaling_record_and_plot(tmp_path):
+    rows = benchmark_sizes("table2", (32, 48), repeats=1, device=CPU, overrides=(SMALL_VNET,))
+    assert [r["size"] for r in rows] == [32, 48]
+    assert [r["voxel_ratio"] for r in rows] == [1, 1.5**3]
+    assert all(r["median_s"] > 0 and r["peak_memory_mib"] >= 0 for r in rows)
+    path = tmp_path / "scaling.png"
+    plot(rows, path, CPU)
+    plot(rows, path, CPU)
+    assert path.stat().st_size > 0
+    assert len(list((tmp_path / "archive").glob("scaling.*.png"))) == 1
+
+
+# ---------------------------------------------------------------- time to table
+
+
+def test_time_to_table_arithmetic():
+    variants = [
+        {"variant": "fp32", "median_s": 0.5, "curve_matches": True},
+        {"variant": "amp_bf16", "median_s": 0.25, "curve_matches": True},
+        {"variant": "compile", "median_s": 0.1, "curve_matches": False},
+    ]
+    training = {"settings": [{"setting": "table1", "variants": variants}, {"setting": "table2", "variants": variants}]}
+    inference = {"rows": [{"s_per_window": 0.02}, {"s_per_window": 0.01}]}
+    rows = estimate(training, inference, s_per_image_2d=0.1, seeds=3)
+    assert [(r["table"], r["variant"]) for r in rows] == [
+        ("table1", "fp32"), ("table1", "amp_bf16"), ("table2", "fp32"), ("table2", "amp_bf16")
+    ]
+    t1 = rows[0]
+    assert t1["iterations"] == 2000  # the paper's Table 1 protocol
+    assert t1["run_min"] == pytest.approx((2000 * 0.5 + 51 * 0.1) / 60)
+    assert t1["total_h"] == pytest.approx(t1["rows"] * 3 * (2000 * 0.5 + 51 * 0.1) / 3600)
+    t2 = rows[3]
+    assert t2["iterations"] == 6000  # Ma et al.'s Table 2 protocol
+    assert t2["s_per_test_case"] == pytest.approx(0.01 * 108)
+    assert t2["run_min"] == pytest.approx((6000 * 0.25 + 20 * 0.01 * 108) / 60)
+
+
+def test_run_all_orders_benchmarks():
+    names = benchmark_names()
+    assert {"training", "inference", "scaling", "time_to_table"} <= set(names)
+    assert names[-1] == "time_to_table"
+    assert not {"common", "run_all", "__init__"} & set(names)
