@@ -100,3 +100,20 @@ def test_bad_input() -> None:
         signed_distance_map(np.zeros((4, 4), dtype=bool))
     with pytest.raises(ValueError, match="backend"):
         signed_distance_map(MASK_1D, backend="cupy")
+
+
+@pytest.mark.realdata
+def test_real_la_patch_against_scipy(shared_data) -> None:
+    from rmseg.data.la import read_h5, split_cases
+
+    case = split_cases(shared_data / "la2018", "train")[0]
+    _, label = read_h5(case["path"])
+    centre = [int(np.mean(ax)) for ax in np.nonzero(label)]
+    start = [min(max(c - s // 2, 0), n - s) for c, s, n in zip(centre, (112, 112, 80), label.shape)]
+    patch = label[tuple(slice(a, a + s) for a, s in zip(start, (112, 112, 80)))] > 0
+    masks = patch[None, None]
+    d_in, d_out = distance_transform_edt(patch), distance_transform_edt(~patch)
+    expected = d_out - d_in
+    expected[d_in == 1] = 0
+    for backend in _backends():
+        np.testing.assert_allclose(signed_distance_map(masks, backend)[0, 0], expected, rtol=1e-6)
