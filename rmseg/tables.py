@@ -335,6 +335,7 @@ def render_latex(spec: TableSpec, df: pd.DataFrame, notes: Sequence[str]) -> str
     header = _header(spec)
     lines = [
         f"% {_tex(spec.title)}. {_tex(_legend(spec))}",
+        r"% needs \usepackage{booktabs}",
         *[f"% {_tex(note)}" for note in notes],
         r"\begin{table}",
         r"\centering",
