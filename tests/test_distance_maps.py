@@ -117,3 +117,27 @@ def test_real_la_patch_against_scipy(shared_data) -> None:
     expected[d_in == 1] = 0
     for backend in _backends():
         np.testing.assert_allclose(signed_distance_map(masks, backend)[0, 0], expected, rtol=1e-6)
+
+
+def test_map_cache_reuses_exact_masks_only() -> None:
+    from rmseg.losses.distance_maps import MapCache, map_cache
+
+    rng = np.random.default_rng(3)
+    masks = rng.random((2, 2, 12, 10)) > 0.5
+    cache = MapCache(max_items=4)
+    first = signed_distance_map(masks, cache=cache)
+    assert (cache.hits, cache.misses, len(cache)) == (0, 4, 4)
+    again = signed_distance_map(masks, cache=cache)
+    np.testing.assert_array_equal(again, first)
+    assert cache.hits == 4
+    # another map kind of the same masks is not served from the signed maps
+    np.testing.assert_array_equal(foreground_distance_map(masks, cache=cache), foreground_distance_map(masks))
+    assert cache.hits == 4 and len(cache) == 4  # least recently used evicted
+    changed = masks.copy()
+    changed[0, 0, 5, 5] = ~changed[0, 0, 5, 5]
+    np.testing.assert_array_equal(signed_distance_map(changed, cache=cache), signed_distance_map(changed))
+    assert map_cache(0) is None
+    with pytest.raises(ValueError, match="cache_size"):
+        map_cache(-1)
+    with pytest.raises(ValueError, match="max_items"):
+        MapCache(0)

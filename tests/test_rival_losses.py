@@ -293,3 +293,15 @@ def test_bad_input_names_the_problem() -> None:
         SignedDistanceLoss()(torch.randn(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
     assert math.isfinite(RegionWiseLoss()(torch.randn(1, 2, 4), torch.zeros(1, 1, 4)).item())
     assert np.isfinite(BoundaryLoss()(torch.randn(1, 2, 5), torch.ones(1, 1, 5)).item())
+
+
+@pytest.mark.parametrize("cls", [BoundaryLoss, HausdorffDistanceLoss, SignedDistanceLoss, RegionWiseLoss])
+def test_cached_ground_truth_maps_give_the_same_loss(cls) -> None:
+    torch.manual_seed(8)
+    x, y = torch.randn(2, 3, 9, 7), torch.randint(0, 3, (2, 1, 9, 7))
+    cached, plain = cls(cache_size=16), cls()
+    for _ in range(2):
+        torch.testing.assert_close(cached(x, y), plain(x, y))
+    assert cached.cache.hits > 0
+    with pytest.raises(ValueError, match="cache_size"):
+        cls(cache_size=-1)

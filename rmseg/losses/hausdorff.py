@@ -8,7 +8,7 @@ from monai.losses import HausdorffDTLoss
 from torch import nn
 
 from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, foreground_distance_map
+from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, foreground_distance_map, map_cache
 
 __all__ = ["HausdorffDistanceLoss"]
 
@@ -40,6 +40,9 @@ class HausdorffDistanceLoss(nn.Module):
         to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
         reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
         backend: EDT backend of the foreground variant, ``"edt"`` or ``"scipy"``.
+        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
+            keyed by mask content); 0 (default) computes them at every call. Foreground variant only
+            (MONAI's computes its own maps).
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims (``inside_outside``: 2 or 3), target
     ``(B, 1, *S)`` or ``(B, C, *S)``.
@@ -54,6 +57,7 @@ class HausdorffDistanceLoss(nn.Module):
         to_onehot_y: bool = True,
         reduction: str = "mean",
         backend: str = DEFAULT_BACKEND,
+        cache_size: int = 0,
     ) -> None:
         super().__init__()
         check_choice("variant", variant, VARIANTS)
@@ -68,6 +72,7 @@ class HausdorffDistanceLoss(nn.Module):
         self.to_onehot_y = bool(to_onehot_y)
         self.reduction = reduction
         self.backend = backend
+        self.cache = map_cache(cache_size)
         self._monai = HausdorffDTLoss(alpha=self.alpha, include_background=True, reduction="none")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -82,7 +87,7 @@ class HausdorffDistanceLoss(nn.Module):
                 )
             per_sample = self._monai(probs, onehot).flatten(1).mean(1)
         else:
-            d_gt = foreground_distance_map(onehot > 0.5, backend=self.backend).to(probs.dtype)
+            d_gt = foreground_distance_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
             d_pred = foreground_distance_map(probs.detach() > 0.5, backend=self.backend).to(probs.dtype)
             weight = d_gt**self.alpha + d_pred**self.alpha
             per_sample = ((probs - onehot) ** 2 * weight).flatten(1).mean(1)

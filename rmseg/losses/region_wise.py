@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, rectified_region_map
+from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache, rectified_region_map
 
 __all__ = ["RegionWiseLoss"]
 
@@ -30,6 +30,8 @@ class RegionWiseLoss(nn.Module):
         to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
         reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
         backend: EDT backend, ``"edt"`` or ``"scipy"``.
+        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
+            keyed by mask content); 0 (default) computes them at every call.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
     """
@@ -41,6 +43,7 @@ class RegionWiseLoss(nn.Module):
         to_onehot_y: bool = True,
         reduction: str = "mean",
         backend: str = DEFAULT_BACKEND,
+        cache_size: int = 0,
     ) -> None:
         super().__init__()
         check_choice("reduction", reduction, ("mean", "sum", "none"))
@@ -50,11 +53,12 @@ class RegionWiseLoss(nn.Module):
         self.to_onehot_y = bool(to_onehot_y)
         self.reduction = reduction
         self.backend = backend
+        self.cache = map_cache(cache_size)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs, onehot = prepare_probabilities_and_onehot(
             input, target, self.activation, self.to_onehot_y, self.include_background
         )
-        rrw = rectified_region_map(onehot > 0.5, backend=self.backend).to(probs.dtype)
+        rrw = rectified_region_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
         per_sample = (probs * rrw).flatten(1).mean(1)
         return reduce_batch(per_sample, self.reduction)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from rmseg.losses._utils import check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, normalized_signed_distance_map
+from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache, normalized_signed_distance_map
 
 __all__ = ["SignedDistanceLoss"]
 
@@ -41,6 +41,8 @@ class SignedDistanceLoss(nn.Module):
         to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
         reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
         backend: EDT backend, ``"edt"`` or ``"scipy"``.
+        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
+            keyed by mask content); 0 (default) computes them at every call.
 
     Shapes: output ``(B, C, *S)``, ``C >= 2``, 1 to 3 spatial dims; target ``(B, 1, *S)`` or ``(B, C, *S)``.
     """
@@ -54,6 +56,7 @@ class SignedDistanceLoss(nn.Module):
         to_onehot_y: bool = True,
         reduction: str = "mean",
         backend: str = DEFAULT_BACKEND,
+        cache_size: int = 0,
     ) -> None:
         super().__init__()
         for name, value in (("k", k), ("sdf_weight", sdf_weight), ("dice_weight", dice_weight), ("smooth", smooth)):
@@ -69,6 +72,7 @@ class SignedDistanceLoss(nn.Module):
         self.to_onehot_y = bool(to_onehot_y)
         self.reduction = reduction
         self.backend = backend
+        self.cache = map_cache(cache_size)
 
     def _check_channels(self, output: torch.Tensor) -> None:
         if output.ndim < 3 or output.shape[1] < 2:
@@ -87,7 +91,7 @@ class SignedDistanceLoss(nn.Module):
         # Activation only to reuse the shared checks; the SDF head reads the raw output.
         _, onehot = prepare_probabilities_and_onehot(input, target, "sigmoid", self.to_onehot_y, False)
         f = self.predicted_sdf(input)
-        phi = normalized_signed_distance_map(onehot > 0.5, backend=self.backend).to(f.dtype)
+        phi = normalized_signed_distance_map(onehot > 0.5, self.backend, self.cache).to(f.dtype)
         s = self.smooth
         intersect = (f * phi).flatten(2).sum(2)
         product = (intersect + s) / (intersect + (f**2).flatten(2).sum(2) + (phi**2).flatten(2).sum(2) + s)
