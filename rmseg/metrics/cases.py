@@ -11,17 +11,24 @@ import numpy as np
 
 from rmseg.metrics._checks import as_binary_mask, as_label_map, as_spacing, check_same_shape
 from rmseg.metrics.overlap import confusion_counts, dice_from_counts, jaccard_from_counts
-from rmseg.metrics.surface import check_convention, check_empty_penalty, crop_to_union, surface_metrics
+from rmseg.metrics.surface import check_convention, check_empty_penalty, crop_to_union, surface_metrics, union_box
 
 METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "tp", "fp", "fn", "n_pred", "n_ref", "pred_empty", "ref_empty", "penalized")
+BINARY = "mask"  # structure name of binary masks in evaluate_cases
 
 
 def _evaluate_masks(
-    pred: np.ndarray, gt: np.ndarray, spacing: np.ndarray, convention: str, empty_penalty: float | None
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: np.ndarray,
+    convention: str,
+    empty_penalty: float | None,
+    image_shape: Sequence[int],
 ) -> dict[str, float | int | bool]:
-    cropped_pred, cropped_gt = crop_to_union(pred, gt)
-    counts = confusion_counts(cropped_pred, cropped_gt)
-    distances = surface_metrics(cropped_pred, cropped_gt, spacing, convention, empty_penalty, pred.shape)
+    """Every metric of two boolean masks, or of crops of them holding all their True voxels."""
+    pred, gt = crop_to_union(pred, gt)
+    counts = confusion_counts(pred, gt)
+    distances = surface_metrics(pred, gt, spacing, convention, empty_penalty, image_shape)
     return {
         "dice": dice_from_counts(counts["tp"], counts["n_pred"], counts["n_ref"]),
         "jaccard": jaccard_from_counts(counts["tp"], counts["n_pred"], counts["n_ref"]),
@@ -52,7 +59,7 @@ def evaluate_case(
     check_empty_penalty(empty_penalty)
     p, g = as_binary_mask(pred, "pred"), as_binary_mask(gt, "gt")
     check_same_shape(p, g)
-    return _evaluate_masks(p, g, as_spacing(spacing, p.ndim), convention, empty_penalty)
+    return _evaluate_masks(p, g, as_spacing(spacing, p.ndim), convention, empty_penalty, p.shape)
 
 
 def _check_structures(structures: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
@@ -65,6 +72,29 @@ def _check_structures(structures: Mapping[str, Sequence[int]]) -> dict[str, list
             raise ValueError(f"structure {name!r} has label ids {ids!r}; give a non-empty list of integer labels")
         checked[str(name)] = [int(i) for i in ids]
     return checked
+
+
+def _crop_label_maps(pred: np.ndarray, gt: np.ndarray, structures: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Both label maps cropped to the box holding every voxel of any evaluated structure."""
+    labels = sorted({i for ids in structures.values() for i in ids})
+    box = union_box(np.isin(pred, labels), np.isin(gt, labels))
+    box = (slice(0, 0),) * pred.ndim if box is None else box
+    return pred[box], gt[box]
+
+
+def _evaluate_cropped_label_maps(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    structures: dict[str, list[int]],
+    spacing: np.ndarray,
+    convention: str,
+    empty_penalty: float | None,
+    image_shape: Sequence[int],
+) -> dict[str, dict[str, float | int | bool]]:
+    return {
+        name: _evaluate_masks(np.isin(pred, ids), np.isin(gt, ids), spacing, convention, empty_penalty, image_shape)
+        for name, ids in structures.items()
+    }
 
 
 def evaluate_label_map(
@@ -85,22 +115,12 @@ def evaluate_label_map(
     p, g = as_label_map(pred, "pred"), as_label_map(gt, "gt")
     check_same_shape(p, g)
     s = as_spacing(spacing, p.ndim)
-    return {
-        name: _evaluate_masks(np.isin(p, ids), np.isin(g, ids), s, convention, empty_penalty)
-        for name, ids in checked.items()
-    }
+    return _evaluate_cropped_label_maps(*_crop_label_maps(p, g, checked), checked, s, convention, empty_penalty, p.shape)
 
 
-def _case_rows(case: tuple, structures: dict[str, list[int]] | None, convention: str, empty_penalty: float | None) -> list[dict]:
-    case_id, pred, gt, spacing = case
-    if structures is None:
-        per_structure = {"mask": evaluate_case(pred, gt, spacing, convention, empty_penalty)}
-    else:
-        per_structure = evaluate_label_map(pred, gt, structures, spacing, convention, empty_penalty)
-    return [{"id": case_id, "structure": name, **metrics} for name, metrics in per_structure.items()]
-
-
-def _normalised_cases(cases: Iterable[tuple]) -> Iterator[tuple]:
+def _prepared_cases(cases: Iterable[tuple], structures: dict[str, list[int]] | None) -> Iterator[tuple]:
+    """Checked ``(id, pred, gt, spacing, image_shape)`` with the arrays cropped to what is evaluated,
+    so that little data travels to worker processes."""
     for index, case in enumerate(cases):
         if not isinstance(case, tuple) or len(case) not in (2, 3, 4):
             raise ValueError(
@@ -108,11 +128,31 @@ def _normalised_cases(cases: Iterable[tuple]) -> Iterator[tuple]:
                 + (f" of length {len(case)}" if isinstance(case, tuple) else "")
             )
         if len(case) == 2:
-            yield (str(index), case[0], case[1], None)
+            (pred, gt), case_id, spacing = case, str(index), None
         elif len(case) == 3:
-            yield (*case, None)
+            (case_id, pred, gt), spacing = case, None
         else:
-            yield case
+            case_id, pred, gt, spacing = case
+        if structures is None:
+            p, g = as_binary_mask(pred, f"pred of case {case_id!r}"), as_binary_mask(gt, f"gt of case {case_id!r}")
+            check_same_shape(p, g)
+            cropped = crop_to_union(p, g)
+        else:
+            p, g = as_label_map(pred, f"pred of case {case_id!r}"), as_label_map(gt, f"gt of case {case_id!r}")
+            check_same_shape(p, g)
+            cropped = _crop_label_maps(p, g, structures)
+        yield (case_id, *cropped, as_spacing(spacing, p.ndim), p.shape)
+
+
+def _case_rows(
+    case: tuple, structures: dict[str, list[int]] | None, convention: str, empty_penalty: float | None
+) -> list[dict]:
+    case_id, pred, gt, spacing, image_shape = case
+    if structures is None:
+        per_structure = {BINARY: _evaluate_masks(pred, gt, spacing, convention, empty_penalty, image_shape)}
+    else:
+        per_structure = _evaluate_cropped_label_maps(pred, gt, structures, spacing, convention, empty_penalty, image_shape)
+    return [{"id": case_id, "structure": name, **metrics} for name, metrics in per_structure.items()]
 
 
 def evaluate_cases(
@@ -129,8 +169,9 @@ def evaluate_cases(
     case's position). With ``structures`` the arrays are label maps (see ``evaluate_label_map``), without
     they are binary masks reported as structure ``"mask"``. Returns one row per case and structure:
     ``{"id", "structure", dice, jaccard, hd95, asd, tp, fp, fn, n_pred, n_ref, pred_empty, ref_empty,
-    penalized}``. ``workers=None`` uses every CPU core; ``1`` runs in this process. At most
-    ``2 * workers`` cases are in flight, so a lazy iterable keeps memory bounded.
+    penalized}``. ``workers=None`` uses every CPU core; ``1`` runs in this process. This process checks
+    each case and crops it to the evaluated structures' bounding box before handing it to a worker; at
+    most ``2 * workers`` cases are in flight, so a lazy iterable keeps memory bounded.
     """
     if workers is None:
         workers = os.cpu_count() or 1
@@ -139,13 +180,13 @@ def evaluate_cases(
     check_convention(convention)
     check_empty_penalty(empty_penalty)
     checked = None if structures is None else _check_structures(structures)
-    normalised = _normalised_cases(cases)
+    prepared = _prepared_cases(cases, checked)
     if workers == 1:
-        return [row for case in normalised for row in _case_rows(case, checked, convention, empty_penalty)]
+        return [row for case in prepared for row in _case_rows(case, checked, convention, empty_penalty)]
     rows: list[dict] = []
     pending: deque[Future] = deque()
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for case in normalised:
+        for case in prepared:
             pending.append(pool.submit(_case_rows, case, checked, convention, empty_penalty))
             if len(pending) >= 2 * workers:
                 rows.extend(pending.popleft().result())

@@ -75,13 +75,19 @@ def bounding_box(mask: np.ndarray) -> list[slice] | None:
     return box
 
 
-def crop_to_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Views of both boolean masks on the bounding box of ``pred | gt`` (empty views if both are empty)."""
+def union_box(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of ``pred | gt`` (boolean masks of one shape); None if both are empty."""
     boxes = [box for box in (bounding_box(pred), bounding_box(gt)) if box is not None]
     if not boxes:
-        return pred[(slice(0, 0),) * pred.ndim], gt[(slice(0, 0),) * gt.ndim]
-    union = tuple(slice(min(b[k].start for b in boxes), max(b[k].stop for b in boxes)) for k in range(pred.ndim))
-    return pred[union], gt[union]
+        return None
+    return tuple(slice(min(b[k].start for b in boxes), max(b[k].stop for b in boxes)) for k in range(pred.ndim))
+
+
+def crop_to_union(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Views of both boolean masks on the bounding box of ``pred | gt`` (empty views if both are empty)."""
+    box = union_box(pred, gt)
+    box = (slice(0, 0),) * pred.ndim if box is None else box
+    return pred[box], gt[box]
 
 
 def surface(mask: np.ndarray) -> np.ndarray:
