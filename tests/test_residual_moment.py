@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rmseg.losses import ResidualMomentLoss
+from rmseg.losses import residual_moment as rm_module
 from rmseg.losses._utils import check_orders, prepare_probabilities_and_onehot, reduce_batch
 
 ORDERS_2D = [(2, 0), (0, 2), (2, 2)]
@@ -127,6 +128,22 @@ def test_autograd_through_generic_ops_gives_the_same_gradient():
     value = sum((w * probs - w * onehot).square().flatten(1).sum(1) for w in weights).mean()
     value.backward()
     torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid", None])
+@pytest.mark.parametrize("first", [0, 1])
+@pytest.mark.parametrize("to_onehot_y", [True, False])
+def test_analytic_backward_kernel_matches_autograd(activation, first, to_onehot_y):
+    logits, labels = random_case((3, 5, 4), seed=15)
+    if activation is None:
+        logits = torch.softmax(logits, 1)
+    target = labels if to_onehot_y else torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()
+    weights = torch.rand((3, 5, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grad = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    x = logits.clone().requires_grad_(True)
+    (rm_module._rm_forward(x, target, weights, activation, first, to_onehot_y) * grad).sum().backward()
+    analytic = rm_module._rm_backward(logits, target, weights, grad, activation, first, to_onehot_y)
+    torch.testing.assert_close(analytic, x.grad, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.slow

@@ -11,10 +11,10 @@ For a prediction ``P`` and ground truth ``G`` of one channel, with centred norma
 so every order is one weighted squared error and a set of orders shares one weight map,
 ``W = sum_orders prod_axes C^(2 p)``, built once per (shape, dtype, device) and cached.
 
-The loss has an ``autograd.Function`` with the analytic gradient: fewer passes over memory than
-autograd through the generic ops (no one-hot tensor; labels are compared with channel indices), and
-with ``compile=True`` forward and backward are each one kernel fused by ``torch.compile`` that
-recomputes the activation instead of storing it (see ``benchmarks/rm_loss.py`` for measured costs).
+By default autograd differentiates :func:`_rm_forward` (no one-hot tensor: labels are compared with
+channel indices). With ``compile=True`` forward and backward are each one kernel fused by
+``torch.compile``, the backward being the analytic gradient :func:`_rm_backward` that recomputes the
+activation instead of storing it (measured costs: ``benchmarks/rm_loss.py``).
 """
 
 from __future__ import annotations
@@ -90,36 +90,6 @@ def _rm_backward(
     return grad_probs
 
 
-def _rm_forward_saving(
-    input: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, activation: str | None, first: int, to_onehot_y: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Eager forward: per-sample loss plus what the backward needs, ``probs`` and ``W (P - G)``."""
-    probs = _activate(input, activation)
-    residual = _residual(probs, target, first, to_onehot_y)
-    weighted = residual * weights.unsqueeze(1)
-    return (weighted * residual).flatten(1).sum(dim=1), probs, weighted
-
-
-def _rm_backward_saved(
-    probs: torch.Tensor, weighted: torch.Tensor, grad: torch.Tensor, activation: str | None, first: int
-) -> torch.Tensor:
-    """Eager backward from saved tensors (left intact, so the graph may be retained): the formula of
-    :func:`_rm_backward`."""
-    grad_probs = weighted * (2 * grad.view((-1,) + (1,) * (weighted.ndim - 1)))
-    if activation == "softmax":
-        included = probs[:, first:]
-        out = probs * (included * grad_probs).sum(dim=1, keepdim=True).neg_()
-        out[:, first:].addcmul_(included, grad_probs)
-        return out
-    if activation == "sigmoid":
-        grad_probs = grad_probs * probs[:, first:] * (1 - probs[:, first:])
-    if first:
-        out = torch.zeros_like(probs)
-        out[:, first:] = grad_probs
-        return out
-    return grad_probs
-
-
 _COMPILED: dict[str, object] = {}
 
 
@@ -131,34 +101,24 @@ def _compiled_kernels():
     return _COMPILED["forward"], _COMPILED["backward"]
 
 
-class _ResidualMomentFunction(torch.autograd.Function):
-    """Per-sample RM loss with the analytic gradient wrt ``input`` (none to target or weights).
-
-    Eager: saves ``probs`` and ``W (P - G)`` (measured about 2x faster than autograd through the
-    generic ops on 4x3x512x512). Compiled: saves only the inputs; both fused kernels recompute.
-    """
+class _CompiledResidualMoment(torch.autograd.Function):
+    """Per-sample RM loss through the compiled kernels, with the analytic gradient wrt ``input`` (none
+    to target or weights). Saves only the inputs: the backward kernel recomputes the activation, so
+    each direction is one fused pass (``torch.compile`` of the plain ops with autograd is slower: it
+    stores and re-reads the intermediates)."""
 
     @staticmethod
-    def forward(ctx, input, target, weights, activation, first, to_onehot_y, compiled):
-        ctx.options = (activation, first, to_onehot_y, compiled)
-        if compiled:
-            ctx.save_for_backward(input, target, weights)
-            return _compiled_kernels()[0](input, target, weights, activation, first, to_onehot_y)
-        per_sample, probs, weighted = _rm_forward_saving(input, target, weights, activation, first, to_onehot_y)
-        ctx.save_for_backward(probs, weighted)
-        return per_sample
+    def forward(ctx, input, target, weights, activation, first, to_onehot_y):
+        ctx.save_for_backward(input, target, weights)
+        ctx.options = (activation, first, to_onehot_y)
+        return _compiled_kernels()[0](input, target, weights, activation, first, to_onehot_y)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        activation, first, to_onehot_y, compiled = ctx.options
-        if compiled:
-            input, target, weights = ctx.saved_tensors
-            grad_input = _compiled_kernels()[1](input, target, weights, grad, activation, first, to_onehot_y)
-        else:
-            probs, weighted = ctx.saved_tensors
-            grad_input = _rm_backward_saved(probs, weighted, grad, activation, first)
-        return grad_input, None, None, None, None, None, None
+        input, target, weights = ctx.saved_tensors
+        grad_input = _compiled_kernels()[1](input, target, weights, grad, *ctx.options)
+        return grad_input, None, None, None, None, None
 
 
 class ResidualMomentLoss(nn.Module):
@@ -190,8 +150,8 @@ class ResidualMomentLoss(nn.Module):
             first call per shape compiles (seconds).
 
     With ``grid="center"`` and an odd size, the centre row/column has coordinate 0, so orders with a
-    positive power on that axis give it zero weight. No gradient flows to ``target``; the gradient
-    wrt ``input`` is analytic (checked against finite differences in the tests) and once-differentiable.
+    positive power on that axis give it zero weight. With ``compile=True`` no gradient flows to
+    ``target`` and the analytic gradient wrt ``input`` is once-differentiable.
 
     Shapes: ``input`` ``(B, C, *S)`` logits or probabilities; ``target`` ``(B, 1, *S)`` or ``(B, C, *S)``;
     ``offset`` / ``full_shape`` int tensors ``(B, ndim)`` or ``(ndim,)``. Returns a scalar or ``(B,)``.
@@ -326,9 +286,11 @@ class ResidualMomentLoss(nn.Module):
                     f"{full_shape.tolist()}: need 0 <= offset and offset + patch shape <= full_shape"
                 )
             weights = self.weight_map(spatial, input.dtype, input.device, offset, full_shape)
-        per_sample = _ResidualMomentFunction.apply(
-            input, target, weights, self.activation, first, self.to_onehot_y, self.compile
-        )
+        options = (self.activation, first, self.to_onehot_y)
+        if self.compile:
+            per_sample = _CompiledResidualMoment.apply(input, target, weights, *options)
+        else:
+            per_sample = _rm_forward(input, target, weights, *options)
         if self.pixel_reduction == "mean":
             per_sample = per_sample / weights[0].numel()
         return reduce_batch(per_sample, self.reduction)
