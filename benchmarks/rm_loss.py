@@ -7,8 +7,9 @@ Loss cases (forward + backward w.r.t. the logits, medians over repeats):
 
 Variants: MONAI ``DiceCELoss`` through ``SegmentationLoss`` alone; plus RM written literally from the
 paper (weights rebuilt on every call, one ``(mu(P) - mu(G))^2`` per order: "naive"); plus rmseg's
-``ResidualMomentLoss`` (fused cached weight map, analytic-gradient kernels: "fused"); and with
-``--compile`` the same kernels through ``torch.compile`` ("fused+compile"). The variants of one case
+``ResidualMomentLoss`` (one cached fused weight map, autograd: "fused"); and with ``--compile``
+``ResidualMomentLoss(compile=True)`` (loss and analytic gradient each one ``torch.compile`` kernel:
+"fused+compile"). The variants of one case
 are timed in interleaved rounds (one call of each per round), so a load change on a shared machine
 hits all of them alike. The naive and fused values are compared and the difference recorded.
 
@@ -215,8 +216,9 @@ def main() -> None:
         "RM alone / CE+Dice (RM's own time, free of the noise of a difference).\n\n"
         f"{table}\n{gpu_line}\n"
         "naive = Eq. 4 literally (weights rebuilt every call, one term per order); fused = "
-        "`ResidualMomentLoss` (one cached weight map, analytic-gradient kernels); +compile = "
-        "`ResidualMomentLoss(compile=True)`. Largest relative difference between naive and fused values: "
+        "`ResidualMomentLoss` (one cached weight map, autograd); +compile = `ResidualMomentLoss(compile=True)` "
+        "(loss and analytic gradient each one `torch.compile` kernel; `first_call_with_compile_s` in the JSON "
+        "is its first call, compilation included). Largest relative difference between naive and fused values: "
         f"{max(r.get('rm_rel_diff') or 0.0 for r in rows):.2e}.\n"
     )
     data = {
