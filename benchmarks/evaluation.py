@@ -4,7 +4,9 @@ Test sets as the paper's: 51 Drishti-GS label maps (disc and cup, majority-vote 
 release's soft maps) and 20 LA label volumes (UA-MT's test list), each against a smoothly perturbed
 copy standing in for a prediction. Without ../shared/data, synthetic ellipse/ellipsoid label maps of
 the same sizes are used. Times are medians of repeats of the whole ``evaluate_cases`` call, workers=1
-and workers=2 measured side by side in one run.
+and workers=2 measured side by side in one run. As a control of how much parallelism the machine
+has to give at that moment (it may be shared), the same is timed for a pure-Python CPU loop split
+into equal tasks; the load average is recorded before and after.
 
     python -m benchmarks.evaluation [--quick] [--repeats N]
 """
@@ -17,6 +19,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from PIL import Image
+
+from concurrent.futures import ProcessPoolExecutor
 
 from benchmarks.common import bench_parser, markdown_table, summarize, time_call, write_report
 from benchmarks.metrics import ellipsoid, perturbed, shared_data_root
@@ -66,6 +70,25 @@ def la_cases(root: Path | None, rng: np.random.Generator, count: int) -> tuple[l
     return cases, "synthetic ellipsoids 224x160x88"
 
 
+def cpu_loop(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i
+    return total
+
+
+def parallel_control(repeats: int, tasks: int = 8, n: int = 2_000_000) -> dict[str, float]:
+    """Median seconds of ``tasks`` equal CPU-bound tasks run in this process vs on 2 worker processes."""
+
+    def on_two() -> None:
+        with ProcessPoolExecutor(max_workers=2) as pool:
+            list(pool.map(cpu_loop, [n] * tasks))
+
+    serial = summarize(time_call(lambda: [cpu_loop(n) for _ in range(tasks)], repeats=repeats, warmup=0))
+    parallel = summarize(time_call(on_two, repeats=repeats, warmup=0))
+    return {"workers_1_s": serial["median_s"], "workers_2_s": parallel["median_s"], "speedup": serial["median_s"] / parallel["median_s"]}
+
+
 def main() -> None:
     args = bench_parser(__doc__.splitlines()[0]).parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
@@ -75,6 +98,8 @@ def main() -> None:
         ("Drishti-GS test", *drishti_cases(root, rng, 5 if args.quick else 51), GS_STRUCTURES),
         ("LA test", *la_cases(root, rng, 3 if args.quick else 20), LA_STRUCTURES),
     ]
+    load_before = os.getloadavg()
+    control = parallel_control(repeats)
     rows = []
     for name, cases, source, structures in sets:
         results, times = {}, {}
@@ -100,6 +125,7 @@ def main() -> None:
             }
         )
         print(markdown_table(rows[-1:], ["test_set", "cases", "workers_1_s", "workers_2_s", "speedup"]))
+    load_after = os.getloadavg()
     columns = ["test_set", "cases", "shape_example", "workers_1_s", "workers_2_s", "speedup", "per_case_ms_workers_1", "identical_results"]
     markdown = "\n\n".join(
         [
@@ -108,11 +134,15 @@ def main() -> None:
             f"{repeats} runs of the whole set with 1 and 2 worker processes (process start-up and transfer "
             f"of the arrays included), side by side in one run. `os.cpu_count()` = {os.cpu_count()}.",
             markdown_table(rows, columns),
+            f"Control (same run): 8 equal pure-Python CPU tasks took {control['workers_1_s']:.3g} s in one "
+            f"process and {control['workers_2_s']:.3g} s on 2 worker processes, a speedup of "
+            f"{control['speedup']:.2f}: the parallelism the machine had to give. Load average (1, 5, 15 min) "
+            f"before: {', '.join(f'{x:.2f}' for x in load_before)}; after: {', '.join(f'{x:.2f}' for x in load_after)}.",
             "Sources: " + "; ".join(f"{r['test_set']}: {r['source']}, predictions = perturbed copies" for r in rows) + ".",
         ]
     )
     name = "evaluation_quick" if args.quick else "evaluation"
-    md_path, _ = write_report(name, markdown, {"repeats": repeats, "rows": rows}, device="cpu", out_dir=args.out_dir)
+    md_path, _ = write_report(name, markdown, {"repeats": repeats, "rows": rows, "control": control, "load_average_before": load_before, "load_average_after": load_after}, device="cpu", out_dir=args.out_dir)
     print(f"wrote {md_path}")
 
 
