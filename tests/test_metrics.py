@@ -224,6 +224,22 @@ def test_evaluate_label_map_structures_are_unions_of_labels():
     assert out["cup"] == evaluate_case(pred == 2, gt == 2)
 
 
+def test_evaluate_label_map_missing_structure_takes_whole_image_diagonal():
+    pred, gt = disc_and_cup_maps()
+    pred[pred == 2] = 1  # no cup predicted; the disc still spans a small part of the 8x8 image
+    out = evaluate_label_map(pred, gt, {"disc": [1, 2], "cup": [2]}, spacing=(2.0, 1.0))
+    assert out["cup"]["penalized"] and out["cup"]["pred_empty"]
+    assert out["cup"]["hd95"] == pytest.approx(math.sqrt(16.0**2 + 8.0**2))
+    assert not out["disc"]["penalized"]
+
+
+def test_evaluate_label_map_background_structure_covers_the_whole_image():
+    pred, gt = disc_and_cup_maps()
+    out = evaluate_label_map(pred, gt, {"background": [0], "cup": [2]})
+    assert out["background"] == evaluate_case(pred == 0, gt == 0)
+    assert out["cup"] == evaluate_case(pred == 2, gt == 2)
+
+
 def test_evaluate_cases_keeps_order_and_matches_serial():
     rng = np.random.default_rng(11)
     pred, gt = disc_and_cup_maps()
@@ -283,3 +299,7 @@ def test_bad_input_of_each_function():
         evaluate_cases([(labels, labels)], workers=0)
     with pytest.raises(ValueError, match="case 0 must be a tuple"):
         evaluate_cases([labels])
+    with pytest.raises(ValueError, match="gt of case 'b' is not binary"):
+        evaluate_cases([("a", labels, labels), ("b", labels, labels + 2)], workers=2)
+    with pytest.raises(ValueError, match="pred of case 'a' holds non-integer"):
+        evaluate_cases([("a", labels + 0.5, labels)], {"disc": [1]})
