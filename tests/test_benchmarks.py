@@ -135,6 +135,16 @@ def test_training_record_3d():
     assert all(v["median_s"] > 0 for v in result["variants"])
 
 
+@pytest.mark.slow
+def test_training_compile_path_runs_on_cpu():
+    result = benchmark_setting("table1", ("fp32", "compile"), steps=2, warmup=1, device=CPU,
+                               overrides=(SMALL_UNET, "data.image_size=[32,32]", "data.batch_size=2"))
+    assert result["skipped"] == {}, result["skipped"]
+    compiled = result["variants"][1]
+    assert compiled["variant"] == "compile" and compiled["median_s"] > 0 and len(compiled["losses"]) == 3
+    assert compiled["curve_max_rel_diff"] < 1e-3
+
+
 def test_training_rejects_untimed_runs():
     with pytest.raises(ValueError, match="steps=1"):
         benchmark_setting("table1", ("fp32",), steps=1, warmup=1, device=CPU)
