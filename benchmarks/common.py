@@ -177,6 +177,7 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "monai": monai.__version__,
         "numpy": numpy.__version__,
         "commit": _git_commit(),
+        "load_avg_1_5_15_min": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "gpu": None,
         "cuda": None,
     }
@@ -191,7 +192,8 @@ def machine_markdown(info: dict[str, Any]) -> str:
     where = info["gpu"] or f"{info['cpu']} ({info['cpu_count']} cores, {info['torch_threads']} torch threads)"
     return (
         f"Measured {info['date_utc']} on {where}; device `{info['device']}`; Python {info['python']}, "
-        f"torch {info['torch']}, MONAI {info['monai']}, numpy {info['numpy']}; commit `{info['commit']}`."
+        f"torch {info['torch']}, MONAI {info['monai']}, numpy {info['numpy']}; commit `{info['commit']}`; "
+        f"load average (1/5/15 min) {info['load_avg_1_5_15_min']} when written."
     )
 
 
