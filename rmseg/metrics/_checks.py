@@ -49,7 +49,9 @@ def as_label_map(labels: object, name: str) -> np.ndarray:
 
 def check_same_shape(pred: np.ndarray, gt: np.ndarray) -> None:
     if pred.shape != gt.shape:
-        raise ValueError(f"shape mismatch: prediction {pred.shape} vs reference {gt.shape}; resample one onto the other")
+        raise ValueError(
+            f"shape mismatch: prediction {pred.shape} vs reference {gt.shape}; resample one onto the other"
+        )
 
 
 def as_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:

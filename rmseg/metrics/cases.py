@@ -13,7 +13,9 @@ from rmseg.metrics._checks import as_binary_mask, as_label_map, as_spacing, chec
 from rmseg.metrics.overlap import confusion_counts, dice_from_counts, jaccard_from_counts
 from rmseg.metrics.surface import check_convention, check_empty_penalty, crop_to_union, surface_metrics, union_box
 
-METRIC_KEYS = ("dice", "jaccard", "hd95", "asd", "tp", "fp", "fn", "n_pred", "n_ref", "pred_empty", "ref_empty", "penalized")
+METRIC_KEYS = (
+    "dice", "jaccard", "hd95", "asd", "tp", "fp", "fn", "n_pred", "n_ref", "pred_empty", "ref_empty", "penalized",
+)
 BINARY = "mask"  # structure name of binary masks in evaluate_cases
 
 
@@ -64,7 +66,9 @@ def evaluate_case(
 
 def _check_structures(structures: Mapping[str, Sequence[int]]) -> dict[str, list[int]]:
     if not isinstance(structures, Mapping) or not structures:
-        raise ValueError(f"structures {structures!r} must be a non-empty mapping name -> label ids, e.g. {{'disc': [1, 2]}}")
+        raise ValueError(
+            f"structures {structures!r} must be a non-empty mapping name -> label ids, e.g. {{'disc': [1, 2]}}"
+        )
     checked = {}
     for name, ids in structures.items():
         ids = [ids] if isinstance(ids, (int, np.integer)) else list(ids)
@@ -74,7 +78,9 @@ def _check_structures(structures: Mapping[str, Sequence[int]]) -> dict[str, list
     return checked
 
 
-def _crop_label_maps(pred: np.ndarray, gt: np.ndarray, structures: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+def _crop_label_maps(
+    pred: np.ndarray, gt: np.ndarray, structures: dict[str, list[int]]
+) -> tuple[np.ndarray, np.ndarray]:
     """Both label maps cropped to the box holding every voxel of any evaluated structure."""
     labels = sorted({i for ids in structures.values() for i in ids})
     box = union_box(np.isin(pred, labels), np.isin(gt, labels))
@@ -115,7 +121,8 @@ def evaluate_label_map(
     p, g = as_label_map(pred, "pred"), as_label_map(gt, "gt")
     check_same_shape(p, g)
     s = as_spacing(spacing, p.ndim)
-    return _evaluate_cropped_label_maps(*_crop_label_maps(p, g, checked), checked, s, convention, empty_penalty, p.shape)
+    cropped_pred, cropped_gt = _crop_label_maps(p, g, checked)
+    return _evaluate_cropped_label_maps(cropped_pred, cropped_gt, checked, s, convention, empty_penalty, p.shape)
 
 
 def _prepared_cases(cases: Iterable[tuple], structures: dict[str, list[int]] | None) -> Iterator[tuple]:
@@ -124,7 +131,8 @@ def _prepared_cases(cases: Iterable[tuple], structures: dict[str, list[int]] | N
     for index, case in enumerate(cases):
         if not isinstance(case, tuple) or len(case) not in (2, 3, 4):
             raise ValueError(
-                f"case {index} must be a tuple (pred, gt), (id, pred, gt) or (id, pred, gt, spacing), got {type(case).__name__}"
+                f"case {index} must be a tuple (pred, gt), (id, pred, gt) or (id, pred, gt, spacing), "
+                f"got {type(case).__name__}"
                 + (f" of length {len(case)}" if isinstance(case, tuple) else "")
             )
         if len(case) == 2:
@@ -151,7 +159,9 @@ def _case_rows(
     if structures is None:
         per_structure = {BINARY: _evaluate_masks(pred, gt, spacing, convention, empty_penalty, image_shape)}
     else:
-        per_structure = _evaluate_cropped_label_maps(pred, gt, structures, spacing, convention, empty_penalty, image_shape)
+        per_structure = _evaluate_cropped_label_maps(
+            pred, gt, structures, spacing, convention, empty_penalty, image_shape
+        )
     return [{"id": case_id, "structure": name, **metrics} for name, metrics in per_structure.items()]
 
 
