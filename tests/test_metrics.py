@@ -139,6 +139,15 @@ def test_agrees_with_medpy_on_masks_touching_the_image_border():
         assert ours["asd"] == pytest.approx(medpy_binary.asd(pred, gt, spacing), rel=1e-6)
 
 
+def test_non_contiguous_views_give_the_values_of_their_copies():
+    rng = np.random.default_rng(5)
+    pred, gt = rng.random((9, 11, 7)) < 0.6, rng.random((9, 11, 7)) < 0.6
+    views = (pred.transpose(2, 0, 1)[:, ::2], gt.transpose(2, 0, 1)[:, ::2])
+    spacing_view = (0.5, 1.0, 2.0)
+    assert evaluate_case(*views, spacing_view) == evaluate_case(*(np.ascontiguousarray(v) for v in views), spacing_view)
+    assert evaluate_case(*views, spacing_view)["hd95"] == pytest.approx(medpy_binary.hd95(*views, spacing_view), rel=1e-6)
+
+
 def test_agrees_with_medpy_assd_when_directions_have_equal_size():
     # medpy's assd averages the two directed means; with equally many surface voxels on both sides
     # (a mirrored pair) that equals the pooled mean used here.
