@@ -93,8 +93,25 @@ def test_sdf_run_end_to_end(tmp_path) -> None:
 
 
 def test_extended_tables_cover_every_run() -> None:
+    from rmseg.extended_tables import EXTENDED_GS, EXTENDED_LA
     from rmseg.tables import TABLES
 
+    assert TABLES["extended_gs"] is EXTENDED_GS and TABLES["extended_la"] is EXTENDED_LA
     rows = [exp for name in ("extended_gs", "extended_la") for _, exp in TABLES[name].rows]
     assert sorted(rows) == experiment_names("extended")
     assert TABLES["extended_la"].structures == ("atrium",) and TABLES["extended_gs"].baseline == "dice_ce"
+
+
+def test_rmseg_tables_command_builds_extended_tables(tmp_path, repo_root) -> None:
+    import subprocess
+    import sys
+
+    runs, out = tmp_path / "runs", tmp_path / "tables"
+    runs.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "rmseg.tables", "--runs", str(runs), "--out", str(out), "--table", "extended_la"],
+        cwd=repo_root, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = (out / "extended_la.md").read_text()
+    assert "adaptive_region" in text and "missing" in text  # no runs: every row shows as missing
