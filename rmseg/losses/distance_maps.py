@@ -58,7 +58,10 @@ def _edt_function(backend: str) -> Callable[[np.ndarray], np.ndarray]:
             raise ImportError(
                 "backend='edt' needs the edt package: pip install edt (or use backend='scipy')"
             ) from err
-        return lambda mask: edt.edt(np.ascontiguousarray(mask), parallel=1)
+        # edt handles 1 to 3 axes; more (never from rmseg's losses) fall back to scipy
+        return lambda mask: (
+            edt.edt(np.ascontiguousarray(mask), parallel=1) if mask.ndim <= 3 else distance_transform_edt(mask)
+        )
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
