@@ -247,6 +247,8 @@ def test_evaluate_label_map_background_structure_covers_the_whole_image():
     out = evaluate_label_map(pred, gt, {"background": [0], "cup": [2]})
     assert out["background"] == evaluate_case(pred == 0, gt == 0)
     assert out["cup"] == evaluate_case(pred == 2, gt == 2)
+    pred[7, 7] = 3  # a label outside the evaluated structures, away from them
+    assert evaluate_label_map(pred, gt, {"cup": [2]})["cup"] == evaluate_case(pred == 2, gt == 2)
 
 
 def test_evaluate_cases_keeps_order_and_matches_serial():

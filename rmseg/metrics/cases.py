@@ -81,9 +81,11 @@ def _check_structures(structures: Mapping[str, Sequence[int]]) -> dict[str, list
 def _crop_label_maps(
     pred: np.ndarray, gt: np.ndarray, structures: dict[str, list[int]]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Both label maps cropped to the box holding every voxel of any evaluated structure."""
-    labels = sorted({i for ids in structures.values() for i in ids})
-    box = union_box(np.isin(pred, labels), np.isin(gt, labels))
+    """Both label maps cropped to the bounding box of their non-zero labels, which holds every voxel of
+    the evaluated structures (uncropped when a structure includes label 0, the background)."""
+    if any(0 in ids for ids in structures.values()):
+        return pred, gt
+    box = union_box(pred, gt)
     box = (slice(0, 0),) * pred.ndim if box is None else box
     return pred[box], gt[box]
 

@@ -58,7 +58,7 @@ def image_diagonal(shape: Sequence[int], spacing: np.ndarray) -> float:
 
 
 def bounding_box(mask: np.ndarray) -> list[slice] | None:
-    """Slices of the smallest box holding every True voxel of ``mask``; None if it has none.
+    """Slices of the smallest box holding every True (non-zero) voxel of ``mask``; None if it has none.
 
     Reduces the first axis over contiguous rows first, then the small projection, which is ~10x faster
     than ``np.any`` over several axes of the whole array.
@@ -77,7 +77,8 @@ def bounding_box(mask: np.ndarray) -> list[slice] | None:
 
 
 def union_box(pred: np.ndarray, gt: np.ndarray) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``pred | gt`` (boolean masks of one shape); None if both are empty."""
+    """Slices of the bounding box of ``pred | gt`` (masks or label maps of one shape, non-zero = True);
+    None if both are all zero."""
     boxes = [box for box in (bounding_box(pred), bounding_box(gt)) if box is not None]
     if not boxes:
         return None
