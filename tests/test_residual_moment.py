@@ -163,6 +163,19 @@ def test_compiled_kernels_match_plain_kernels(frame):
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
 
 
+def test_bfloat16_under_cpu_autocast_stays_close_to_float32():
+    logits, labels = random_case((2, 16, 12), seed=16, dtype=torch.float32)
+    loss = ResidualMomentLoss(ORDERS_2D)
+    reference = loss(logits, labels)
+    x = logits.to(torch.bfloat16).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss(x, labels)
+    value.backward()
+    assert value.dtype == torch.float32  # weights stay float32; the sum is not done in bfloat16
+    assert value.item() == pytest.approx(reference.item(), rel=2e-2)
+    assert x.grad.dtype == torch.bfloat16 and torch.isfinite(x.grad.float()).all()
+
+
 def test_zero_iff_prediction_equals_target():
     _, labels = random_case((1, 4, 6), classes=3, seed=6)
     onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).double()

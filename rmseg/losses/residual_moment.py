@@ -118,7 +118,7 @@ class _CompiledResidualMoment(torch.autograd.Function):
     def backward(ctx, grad):
         input, target, weights = ctx.saved_tensors
         grad_input = _compiled_kernels()[1](input, target, weights, grad, *ctx.options)
-        return grad_input, None, None, None, None, None
+        return grad_input.to(input.dtype), None, None, None, None, None
 
 
 class ResidualMomentLoss(nn.Module):
@@ -274,8 +274,9 @@ class ResidualMomentLoss(nn.Module):
         first = first_channel(input.shape[1], self.include_background)
         spatial = tuple(input.shape[2:])
         batch = input.shape[0]
+        weight_dtype = torch.promote_types(input.dtype, torch.float32)  # no half-precision weights
         if self.coordinate_frame == "patch":
-            weights = self.weight_map(spatial, input.dtype, input.device).unsqueeze(0)
+            weights = self.weight_map(spatial, weight_dtype, input.device).unsqueeze(0)
         else:
             offset = self._frame("offset", offset, batch, input.device)
             full_shape = self._frame("full_shape", full_shape, batch, input.device)
@@ -285,7 +286,7 @@ class ResidualMomentLoss(nn.Module):
                     f"patch of shape {spatial} at offset {offset.tolist()} does not fit in full_shape "
                     f"{full_shape.tolist()}: need 0 <= offset and offset + patch shape <= full_shape"
                 )
-            weights = self.weight_map(spatial, input.dtype, input.device, offset, full_shape)
+            weights = self.weight_map(spatial, weight_dtype, input.device, offset, full_shape)
         options = (self.activation, first, self.to_onehot_y)
         if self.compile:
             per_sample = _CompiledResidualMoment.apply(input, target, weights, *options)
