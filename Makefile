@@ -31,6 +31,21 @@ tables: $(STAMP)  ## rebuild Tables 1 and 2 from run summaries into results/tabl
 figures: $(STAMP)  ## contour overlays (paper Fig. 2 and 3) into results/figures/
 	$(PY) -m rmseg.figures
 
+TABLE1_ROWS := $(shell cd configs/experiment && ls table1/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
+TABLE2_ROWS := $(shell cd configs/experiment && ls table2/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
+
+reproduce-gs: $(STAMP)  ## Table 1: every row x SEEDS with the paper's protocol on Drishti-GS (DATA=), then tables and figures
+	@test -d "$(DATA)/drishti-gs1" || { echo "reproduce-gs: no drishti-gs1/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/drishti-gs1"; exit 2; }
+	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(TABLE1_ROWS) seed=$(SEEDS)
+	$(PY) -m rmseg.tables --table table1
+	$(PY) -m rmseg.figures
+
+reproduce-la: $(STAMP)  ## Table 2: every row x SEEDS with the comparison's protocol on LA 2018 (DATA=), then tables and figures
+	@test -d "$(DATA)/la2018" || { echo "reproduce-la: no la2018/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/la2018"; exit 2; }
+	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(TABLE2_ROWS) seed=$(SEEDS)
+	$(PY) -m rmseg.tables --table table2
+	$(PY) -m rmseg.figures
+
 EXTENDED := $(shell cd configs/experiment && ls extended/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 
 reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, region-wise, adaptive region) on both datasets, then the extended tables

@@ -53,7 +53,7 @@ log = logging.getLogger("rmseg.train")
 
 #: Keys that may differ between a checkpoint and the config resuming it: they do not change the weights.
 RESUME_FREE_KEYS = ("resume", "on_exists", "paths", "trainer.progress_bar", "trainer.tensorboard",
-                    "trainer.log_every", "data.num_workers")
+                    "trainer.log_every", "trainer.num_threads", "data.num_workers")
 CHECKPOINT_FORMAT = "rmseg-checkpoint-1"
 
 
@@ -87,8 +87,9 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     _positive(trainer["max_iters"], "trainer.max_iters")
     _positive(trainer["checkpoint_every"], "trainer.checkpoint_every")
     _positive(trainer["log_every"], "trainer.log_every")
-    if trainer["iters_per_epoch"] is not None:
-        _positive(trainer["iters_per_epoch"], "trainer.iters_per_epoch")
+    for key in ("iters_per_epoch", "num_threads"):
+        if trainer[key] is not None:
+            _positive(trainer[key], f"trainer.{key}")
     if trainer["device"] not in ("auto", "cpu") and not trainer["device"].startswith("cuda"):
         raise ValueError(f"trainer.device={trainer['device']!r} must be auto, cpu or cuda[:N]")
     if trainer["amp"] and trainer["amp_dtype"] == "float16" and _device(trainer["device"]).type != "cuda":
@@ -225,10 +226,13 @@ def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int) -> It
 
 
 def _attach_log_file(path: Path) -> logging.Handler:
+    """Log rmseg's INFO messages and everyone's warnings to ``path`` (appending on resume)."""
     handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
-    logging.getLogger().setLevel(min(logging.getLogger().level or logging.INFO, logging.INFO))
+    if logging.getLogger("rmseg").level == logging.NOTSET:
+        logging.getLogger("rmseg").setLevel(logging.INFO)
     return handler
 
 
@@ -240,6 +244,16 @@ def train(cfg: DictConfig) -> Path | None:
     if run.final.exists() and resolved["on_exists"] == "skip":
         log.info("run %s is complete: skipped (on_exists=skip)", run.final)
         return None
+    threads = torch.get_num_threads()
+    try:
+        if resolved["trainer"]["num_threads"] is not None:
+            torch.set_num_threads(resolved["trainer"]["num_threads"])
+        return _claim_and_train(run, cfg, resolved, data_cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any) -> Path | None:
     set_determinism(seed=resolved["seed"])
     device = _device(resolved["trainer"]["device"])
     dataset = build_train_dataset(cfg.data)

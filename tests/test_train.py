@@ -239,3 +239,14 @@ def test_provenance_records_commit_diff_packages_and_machine():
 def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
     final = train(tiny("table1/rm20", tmp_path, data_dir, "trainer.amp=true", "trainer.max_iters=2"))
     assert OmegaConf.load(final / "config.yaml").trainer.amp is True
+
+
+def test_demo_trains_every_row_and_prints_the_table(tmp_path):
+    from rmseg.config import experiment_names
+    from rmseg.demo import run_demo
+
+    (markdown,) = run_demo(str(tmp_path / "results"), ["table1"], max_iters=2, data_dir=str(tmp_path / "data"))
+    for experiment in experiment_names("table1"):
+        assert (tmp_path / "results" / "runs" / experiment / "seed0" / "summary.json").is_file()
+        row = experiment.split("/")[1]
+        assert any(line.startswith(f"| {row} | rmseg | ") and "—" not in line for line in markdown.splitlines()), row

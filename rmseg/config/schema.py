@@ -82,6 +82,7 @@ class TrainerConfig:
 
     ``iters_per_epoch`` None = ceil(training cases / batch size): the epoch handed to loss schedules.
     ``amp``: autocast in ``amp_dtype`` (bfloat16 runs on CPU and GPU; float16 needs CUDA).
+    ``num_threads``: CPU threads of this process (``torch.set_num_threads``); None leaves PyTorch's default.
     """
 
     max_iters: int = 2000
@@ -91,6 +92,7 @@ class TrainerConfig:
     amp: bool = False
     amp_dtype: AmpDtype = AmpDtype.bfloat16
     device: str = "auto"
+    num_threads: Optional[int] = None
     progress_bar: bool = True
     tensorboard: bool = True
 
