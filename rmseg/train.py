@@ -22,6 +22,7 @@ import math
 import pickle
 import random
 import signal
+import sys
 import threading
 import time
 import zipfile
@@ -55,6 +56,14 @@ log = logging.getLogger("rmseg.train")
 RESUME_FREE_KEYS = ("resume", "on_exists", "paths", "trainer.progress_bar", "trainer.tensorboard",
                     "trainer.log_every", "trainer.num_threads", "data.num_workers")
 CHECKPOINT_FORMAT = "rmseg-checkpoint-1"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint; ``resume=true`` continues the run."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 # ---------------------------------------------------------------- start-up checks
@@ -349,7 +358,8 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                     checkpoint()
                     name = signal.Signals(stop["signum"]).name
                     log.warning("%s at iteration %d: checkpoint saved; continue with resume=true", name, iteration)
-                    raise KeyboardInterrupt(f"{name}: run interrupted at iteration {iteration}, resume=true continues it")
+                    raise RunInterrupted(stop["signum"], f"{name}: run interrupted at iteration {iteration}, "
+                                         "resume=true continues it")
     finally:
         bar.close()
         if writer is not None:
@@ -385,7 +395,11 @@ register()
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    train(cfg)
+    try:
+        train(cfg)
+    except RunInterrupted as stop:
+        print(f"rmseg-train: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":
