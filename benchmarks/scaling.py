@@ -4,7 +4,7 @@ One fp32 iteration of rmseg's objective (``benchmarks.training.TrainStep``: forw
 backward, SGD step) of the Table 1 setting (2D U-Net, square images 128..1024) and the Table 2
 setting (V-Net, cubic patches 64..160), batch 1 so the largest sizes fit. Per size: peak memory of the
 first iteration (``benchmarks.common.peak_memory_bytes``: CUDA allocator peak, or sampled resident set
-on CPU), then the median time of the next iterations.
+on CPU), one more untimed iteration, then the median time of the next iterations.
 
 Run ``python -m benchmarks.scaling [--quick | --full]``; writes ``results/benchmarks/scaling.{md,json}``
 and ``scaling.png``.
@@ -51,7 +51,7 @@ def benchmark_sizes(
         step = TrainStep(cfg, "fp32", device)
         batch = synthetic_batches(cfg, (size,) * ndim, 1, count=1, seed=0)[0]
         peak = peak_memory_bytes(lambda: step(batch), device)
-        stats = summarize(time_call(lambda: step(batch), repeats=repeats, warmup=0, device=device))
+        stats = summarize(time_call(lambda: step(batch), repeats=repeats, warmup=1, device=device))
         rows.append(
             {
                 "setting": setting,
@@ -107,8 +107,8 @@ def to_markdown(rows: list[dict[str, Any]], device: torch.device) -> str:
     lines = [
         "# Cost against input size",
         "",
-        f"One fp32 training iteration (batch 1), median of {rows[0]['repeats']} after one untimed iteration "
-        f"(whose {memory} is the memory column). Plot: `scaling.png`.",
+        f"One fp32 training iteration (batch 1), median of {rows[0]['repeats']} after two untimed iterations "
+        f"(the first gives the memory column: {memory}). Plot: `scaling.png`.",
         "",
     ]
     if device.type != "cuda":
