@@ -78,6 +78,13 @@ def test_same_seed_gives_identical_weights_and_metrics_other_seed_does_not(tmp_p
     assert any(not torch.equal(a, b) for a, b in zip(final_weights(runs[0]).values(), final_weights(runs[2]).values()))
 
 
+def test_loader_workers_do_not_change_the_batches(tmp_path, data_dir):
+    """Augmentations are seeded per sample position, so worker processes draw the same patches."""
+    serial = train(tiny("table2/rm3", tmp_path / "a", data_dir))
+    workers = train(tiny("table2/rm3", tmp_path / "b", data_dir, "data.num_workers=2"))
+    assert_same_weights(final_weights(serial), final_weights(workers))
+
+
 def _sigterm_at_first_checkpoint(monkeypatch):
     """Deliver SIGTERM to this process right after the first periodic checkpoint is written."""
     real_save = train_module.save_checkpoint
