@@ -275,3 +275,12 @@ def test_table2_row_trains_and_evaluates_on_the_real_la_data(shared_data, tmp_pa
     assert (summary["dataset"], summary["source"]) == ("la", "real")
     assert len({c["id"] for c in summary["cases"]}) == 20
     assert all(c["n_ref"] > 0 for c in summary["cases"])
+
+
+@pytest.mark.parametrize("target, folder", [("reproduce-gs", "drishti-gs1"), ("reproduce-la", "la2018")])
+def test_reproduce_without_data_says_to_run_make_data(target, folder, tmp_path, repo_root):
+    if not (repo_root / ".venv" / ".rmseg-setup-stamp").exists():
+        pytest.skip("make set-up has not run in this checkout (the target would install first)")
+    proc = subprocess.run(["make", "-s", target, f"DATA={tmp_path}"], cwd=repo_root, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert f"no {folder}/ under DATA={tmp_path}" in proc.stdout and "make data" in proc.stdout
