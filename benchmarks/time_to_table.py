@@ -99,13 +99,16 @@ def time_make(target: str, timeout_s: float) -> dict[str, Any]:
     try:
         proc = subprocess.run(["make", target], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout_s)
         rc, timed_out = proc.returncode, False
+        error = (proc.stderr.strip().splitlines() or [""])[-1][:300] if rc else None
     except subprocess.TimeoutExpired:
-        rc, timed_out = None, True
+        rc, timed_out, error = None, True, f"still running after {timeout_s:.0f} s"
+    wall = time.perf_counter() - start
     return {
         "target": target,
-        "wall_s": time.perf_counter() - start,
+        "wall_s": wall if rc == 0 else None,  # a failed or cut-off run's time is no measurement
         "rc": rc,
         "timed_out": timed_out,
+        "error": error,
         "target_min": MAKE_TARGETS_MIN.get(target),
     }
 
@@ -128,7 +131,7 @@ def to_markdown(rows: list[dict], makes: list[dict], device: torch.device, train
                                        "s_per_test_case", "run_min", "total_h", "target_gpu_min"]))
     lines += ["", "## Measured make targets (this machine)", ""]
     if makes:
-        lines.append(markdown_table(makes, ["target", "wall_s", "rc", "timed_out", "target_min"]))
+        lines.append(markdown_table(makes, ["target", "wall_s", "rc", "timed_out", "error", "target_min"]))
     else:
         lines.append("Not measured (run with `--make demo test`).")
     return "\n".join(lines)
