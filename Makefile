@@ -5,7 +5,7 @@ DATA    ?= $(or $(RMSEG_DATA_ROOT),../shared/data)
 SEEDS   ?= 0,1,2
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended data bench clean
+.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-cpu data bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -52,6 +52,13 @@ reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, reg
 	@test -d "$(DATA)/drishti-gs1" -a -d "$(DATA)/la2018" || { echo "reproduce-extended: no drishti-gs1/ and la2018/ under DATA=$(DATA); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }
 	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(EXTENDED) seed=$(SEEDS)
 	$(PY) -m rmseg.tables --table extended_gs --table extended_la
+
+reproduce-cpu: $(STAMP)  ## reduced CPU protocol of both tables on the real data (results/REPORT.md), tables and figures
+	@test -d "$(DATA)/drishti-gs1" -a -d "$(DATA)/la2018" || { echo "reproduce-cpu: no drishti-gs1/ and la2018/ under DATA=$(DATA); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }
+	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1 & DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2; wait
+	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1_sum & DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2_sum; wait
+	DATA=$(abspath $(DATA)) ROW=$(or $(ROW),rm20) scripts/reproduce_cpu.sh ablation
+	scripts/reproduce_cpu.sh report
 
 data: $(STAMP)  ## download (when the network allows), verify and prepare the real data
 	$(PY) scripts/download_data.py

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Reduced CPU protocol for Tables 1 and 2 on the real data (make reproduce-cpu). What it reduces, and the
+# per-iteration times that forced each reduction, are in results/REPORT.md.
+#
+#   scripts/reproduce_cpu.sh table1        # Table 1: every row x seeds 0,1,2 (RM: mean over pixels)
+#   scripts/reproduce_cpu.sh table1_sum    # Table 1's RM rows again with the sum over pixels (Eq. 4)
+#   scripts/reproduce_cpu.sh table2        # Table 2: V-Net, RM3, RM4 rows, seed 0 (RM: mean over voxels)
+#   scripts/reproduce_cpu.sh table2_sum    # Table 2's RM rows again with the sum over voxels (Eq. 4)
+#   ROW=rm20 scripts/reproduce_cpu.sh ablation   # alpha 0.1 and 10 on one RM row of Table 1, 3 seeds
+#   scripts/reproduce_cpu.sh report        # tables and figures from the runs
+#
+# Every run continues from its checkpoint after an interruption (resume=true) and completed runs are
+# skipped, so re-running a part finishes it. DATA= names the folder holding drishti-gs1/ and la2018/
+# (default ../shared/data); THREADS= the CPU threads per run (default 1: the two tables side by side).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=.venv/bin/python
+DATA=${DATA:-${RMSEG_DATA_ROOT:-../shared/data}}
+THREADS=${THREADS:-1}
+RUNS=results/runs/cpu                 # kept apart from results/runs/<table>/ (the paper's full protocol)
+RUNS_SUM=results/runs/cpu_rm_sum      # Table 1's RM rows with the sum over pixels
+RUNS_ALPHA=results/runs/cpu_rm_alpha  # alpha ablation
+
+COMMON=(resume=true "trainer.num_threads=$THREADS" trainer.progress_bar=false trainer.tensorboard=false)
+
+# Table 1: 128x128 instead of 512x512, U-Net widths 16..256 instead of 64..1024, 1000 iterations at
+# lr 1e-2 instead of 2000 at lr 1e-3 (same for every row).
+TABLE1=("data.image_size=[128,128]" "model.channels=[16,32,64,128,256]" optim.lr=1.0e-2
+        trainer.max_iters=1000 trainer.checkpoint_every=250)
+# The RM rows name their pixel reduction explicitly (++: set whether or not the experiment file has it).
+TABLE1_RM_ROWS=table1/mse,table1/rm10,table1/rm10_01,table1/rm20,table1/rm20_02,table1/rm20_02_22
+
+# Table 2: 64x64x48 patches, batch 2, 8 base filters, 1000 iterations with the lr step scaled from
+# 2500 of 6000 to 417 of 1000; sliding window 64x64x48 with strides 48x48x40.
+TABLE2=("data.patch_size=[64,64,48]" data.batch_size=2 model.base_filters=8 trainer.max_iters=1000
+        trainer.checkpoint_every=250 optim.lr_step_iters=417 "eval.roi_size=[64,64,48]" "eval.strides=[48,48,40]")
+TABLE2_RM_ROWS=table2/rm3,table2/rm4
+
+train() {  # one run per call: an override of loss.terms.0 cannot go through a multirun's base config
+    RMSEG_DATA_ROOT="$(cd "$DATA" && pwd)" "$PY" -m rmseg.train "$@" "${COMMON[@]}"
+}
+
+train_rows() {  # train_rows ROW1,ROW2,... OVERRIDES...: one run per row
+    local rows=$1; shift
+    for row in ${rows//,/ }; do train "experiment=$row" "$@"; done
+}
+
+case "${1:-}" in
+    table1)
+        for seed in 0 1 2; do
+            train experiment=table1/unet "seed=$seed" "${TABLE1[@]}" "paths.runs_dir=$RUNS"
+            train_rows "$TABLE1_RM_ROWS" "seed=$seed" "${TABLE1[@]}" "paths.runs_dir=$RUNS" \
+                ++loss.terms.0.pixel_reduction=mean
+        done ;;
+    table1_sum)
+        for seed in 0 1 2; do
+            train_rows "$TABLE1_RM_ROWS" "seed=$seed" "${TABLE1[@]}" "paths.runs_dir=$RUNS_SUM" \
+                ++loss.terms.0.pixel_reduction=sum
+        done
+        # the baseline row is the same runs as in $RUNS (CE + Dice has no RM term)
+        mkdir -p "$RUNS_SUM/table1" && ln -sfn ../../cpu/table1/unet "$RUNS_SUM/table1/unet" ;;
+    table2)
+        train experiment=table2/vnet seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS"
+        train_rows "$TABLE2_RM_ROWS" seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS" \
+            ++loss.terms.0.pixel_reduction=mean ;;
+    table2_sum)
+        train_rows "$TABLE2_RM_ROWS" seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS_SUM" \
+            ++loss.terms.0.pixel_reduction=sum
+        mkdir -p "$RUNS_SUM/table2" && ln -sfn ../../cpu/table2/vnet "$RUNS_SUM/table2/vnet" ;;
+    ablation)
+        for alpha in 0.1 10; do
+            for seed in 0 1 2; do
+                train "experiment=table1/${ROW:?ROW= names the Table 1 row, e.g. ROW=rm20}" "seed=$seed" "loss.alpha=$alpha" \
+                    "${TABLE1[@]}" ++loss.terms.0.pixel_reduction=mean "paths.runs_dir=$RUNS_ALPHA/alpha$alpha"
+            done
+            mkdir -p "$RUNS_ALPHA/alpha$alpha/table1" && ln -sfn ../../../cpu/table1/unet "$RUNS_ALPHA/alpha$alpha/table1/unet"
+        done ;;
+    report)
+        "$PY" -m rmseg.tables --runs "$RUNS" --out results/tables/cpu
+        "$PY" -m rmseg.tables --runs "$RUNS_SUM" --out results/tables/cpu_rm_sum
+        for dir in "$RUNS_ALPHA"/alpha*; do
+            [ -d "$dir" ] && "$PY" -m rmseg.tables --runs "$dir" --out "results/tables/cpu_rm_alpha/$(basename "$dir")" --table table1
+        done
+        "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/cpu ;;
+    *)
+        echo "usage: $0 table1 | table1_sum | table2 | table2_sum | ablation | report" >&2
+        exit 2 ;;
+esac
