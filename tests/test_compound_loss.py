@@ -145,8 +145,65 @@ def test_gradient_reaches_logits():
         (dict(lambda_ce=0, lambda_dice=0), r"empty"),
         (dict(terms=[lambda x, y: x]), r"nn.Module"),
         (dict(schedule=0.5), r"schedule=0.5"),
+        (dict(share_activation="yes"), r"share_activation='yes'"),
     ],
 )
 def test_bad_arguments_name_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         SegmentationLoss(**kwargs)
+
+
+@pytest.mark.parametrize("lambdas", [(1.0, 1.0), (0.7, 1.5), (0.0, 2.0), (1.3, 0.0), (0.0, 0.0)])
+@pytest.mark.parametrize("include_background_dice", [True, False])
+@pytest.mark.parametrize("one_hot_target", [False, True])
+def test_shared_activation_equals_unshared_value_and_gradient(lambdas, include_background_dice, one_hot_target):
+    logits, labels = random_case(7)
+    target = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2) if one_hot_target else labels
+    to_onehot_y = not one_hot_target
+    context = dict(offset=torch.tensor([[1, 0], [2, 3]]), full_shape=torch.tensor([10, 9]))
+    terms = [
+        ResidualMomentLoss([(2, 0), (0, 2)], to_onehot_y=to_onehot_y),
+        ResidualMomentLoss([(2, 2)], coordinate_frame="volume", include_background=True, to_onehot_y=to_onehot_y),
+        ResidualMomentLoss([(0, 2)], activation="sigmoid", to_onehot_y=to_onehot_y),  # keeps its own activation
+        RecordingTerm(),
+    ]
+    values, grads = [], []
+    for share in (False, True):
+        loss = SegmentationLoss(
+            terms, alpha=0.4, lambda_ce=lambdas[0], lambda_dice=lambdas[1],
+            include_background_dice=include_background_dice, share_activation=share,
+        )
+        x = logits.clone().requires_grad_(True)
+        value = loss(x, target, **context)
+        value.backward()
+        values.append((value.detach(), loss.last_components))
+        grads.append(x.grad)
+    torch.testing.assert_close(values[1][0], values[0][0], rtol=1e-12, atol=1e-14)
+    assert values[1][1] == pytest.approx(values[0][1], rel=1e-12, abs=1e-14)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("include_background_dice", [True, False])
+def test_shared_base_matches_monai_dicece_in_float32(include_background_dice):
+    logits, labels = random_case(8, shape=(3, 4, 16, 12))
+    logits = logits.float()
+    monai = DiceCELoss(
+        to_onehot_y=True, softmax=True, lambda_ce=0.6, lambda_dice=1.2, include_background=include_background_dice
+    )
+    loss = SegmentationLoss(lambda_ce=0.6, lambda_dice=1.2, include_background_dice=include_background_dice)
+    assert loss.share_activation  # the default
+    x, y = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    value, expected = loss(x, labels), monai(y, labels)
+    value.backward()
+    expected.backward()
+    torch.testing.assert_close(value, expected)
+    torch.testing.assert_close(x.grad, y.grad)
+
+
+def test_shared_path_gradcheck_float64():
+    logits, labels = random_case(9, shape=(2, 3, 5, 4))
+    rm = ResidualMomentLoss([(2, 0), (1, 1)], coordinate_frame="volume")
+    loss = SegmentationLoss([rm], alpha=0.3, lambda_ce=0.8, lambda_dice=1.1, share_activation=True)
+    context = dict(offset=torch.tensor([1, 2]), full_shape=torch.tensor([7, 6]))
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: loss(x, labels, **context), (logits,))

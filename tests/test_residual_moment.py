@@ -323,3 +323,88 @@ def test_shared_helpers():
         prepare_probabilities_and_onehot(logits[:, :1], torch.ones(1, 1, 2, 2), "softmax", False, True)
     with pytest.raises(ValueError, match=r"one-hot target values span \[2.0, 2.0\]"):
         prepare_probabilities_and_onehot(logits, 2 * torch.ones(1, 2, 2, 2), "softmax", False, True)
+
+
+def test_from_probabilities_by_hand():
+    # Foreground probabilities [0.25, 0.5] against labels [0, 1]: residuals 0.25, -0.5.
+    # Orders (0, 0) and (0, 2) on a 1x2 image: C_j = -0.25, 0.25, so W = 1 + 0.25^4 = 257/256 at both pixels.
+    fg = torch.tensor([0.25, 0.5], dtype=torch.float64)
+    probs = torch.stack([1 - fg, fg]).view(1, 2, 1, 2).requires_grad_(True)
+    labels = torch.tensor([[[[0, 1]]]])
+    loss = ResidualMomentLoss([(0, 0), (0, 2)]).from_probabilities(probs, labels)
+    assert loss.item() == pytest.approx((0.25**2 + 0.5**2) * 257 / 256)
+    loss.backward()
+    expected = torch.tensor([[0.0, 0.0], [2 * 0.25, 2 * -0.5]], dtype=torch.float64) * 257 / 256
+    torch.testing.assert_close(probs.grad.view(2, 2), expected)
+
+
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("to_onehot_y", [True, False])
+@pytest.mark.parametrize("frame", ["patch", "volume"])
+def test_from_probabilities_equals_forward_on_logits(include_background, to_onehot_y, frame):
+    logits, labels = random_case((2, 6, 5), seed=21)
+    target = labels if to_onehot_y else torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2)
+    context = dict(offset=torch.tensor([[1, 0], [3, 2]]), full_shape=torch.tensor([9, 7]))
+    loss = ResidualMomentLoss(
+        ORDERS_2D, include_background=include_background, to_onehot_y=to_onehot_y, coordinate_frame=frame,
+        pixel_reduction="mean", reduction="none",
+    )
+    values, grads = [], []
+    for shared in (False, True):
+        x = logits.clone().requires_grad_(True)
+        value = loss.from_probabilities(torch.softmax(x, 1), target, **context) if shared else loss(x, target, **context)
+        (value * torch.tensor([0.3, 1.7], dtype=torch.float64)).sum().backward()
+        values.append(value.detach())
+        grads.append(x.grad)
+    assert values[0].shape == (2,)
+    torch.testing.assert_close(values[1], values[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-14)
+
+
+def test_from_probabilities_gradcheck_float64():
+    logits, labels = random_case((2, 5, 4), seed=22)
+    loss = ResidualMomentLoss(ORDERS_2D, coordinate_frame="volume")
+    context = dict(offset=torch.tensor([2, 1]), full_shape=torch.tensor([8, 6]))
+    probs = torch.softmax(logits, 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda p: loss.from_probabilities(p, labels, **context), (probs,))
+    x = logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: loss.from_probabilities(torch.softmax(z, 1), labels, **context), (x,))
+
+
+def test_from_probabilities_checks_its_input():
+    logits, labels = random_case((1, 4, 4), seed=23)
+    loss = ResidualMomentLoss(ORDERS_2D)
+    with pytest.raises(ValueError, match=r"input probability values span .* set activation"):
+        loss.from_probabilities(2 * torch.softmax(logits, 1), labels)
+    with pytest.raises(ValueError, match=r"target labels span \[0, 3\]"):
+        loss.from_probabilities(torch.softmax(logits, 1), labels.clamp(max=2) + (labels == 2).long())
+    with pytest.raises(ValueError, match=r"are 2D but input shape"):
+        loss.from_probabilities(torch.softmax(logits, 1)[..., None], labels[..., None])
+    unchecked = loss.from_probabilities(2 * torch.softmax(logits, 1), labels, check_range=False)
+    assert torch.isfinite(unchecked)
+
+
+def test_from_probabilities_bfloat16_stays_close_to_float32():
+    logits, labels = random_case((2, 16, 12), seed=24, dtype=torch.float32)
+    loss = ResidualMomentLoss(ORDERS_2D)
+    reference = loss(logits, labels)
+    probs = torch.softmax(logits, 1).to(torch.bfloat16).requires_grad_(True)
+    value = loss.from_probabilities(probs, labels)
+    value.backward()
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(reference.item(), rel=2e-2)
+    assert probs.grad.dtype == torch.bfloat16 and torch.isfinite(probs.grad.float()).all()
+
+
+@pytest.mark.slow
+def test_compiled_from_probabilities_matches_plain():
+    logits, labels = random_case((2, 6, 5, 4), seed=25, dtype=torch.float32)
+    values, grads = [], []
+    for compile in (False, True):
+        x = logits.clone().requires_grad_(True)
+        value = ResidualMomentLoss(ORDERS_3D, compile=compile).from_probabilities(torch.softmax(x, 1), labels)
+        value.backward()
+        values.append(value.detach())
+        grads.append(x.grad)
+    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)

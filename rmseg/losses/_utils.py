@@ -75,14 +75,15 @@ def _check_range(name: str, tensor: torch.Tensor, low: float, high: float, fix: 
 
 
 def check_input_and_target(
-    input: torch.Tensor, target: torch.Tensor, activation: str | None, to_onehot_y: bool
+    input: torch.Tensor, target: torch.Tensor, activation: str | None, to_onehot_y: bool, check_range: bool = True
 ) -> None:
     """Check a network output ``(B, C, *S)`` and its target without converting them.
 
     Raises ValueError on: wrong dims, shape mismatch, non-float input, label targets that are not
     ``(B, 1, *S)`` integers in ``[0, C)`` (``to_onehot_y``), one-hot targets that do not have ``C``
     channels or leave ``[0, 1]``, probabilities outside ``[0, 1]`` (``activation`` None), and
-    ``softmax`` on a single channel.
+    ``softmax`` on a single channel. ``check_range=False`` skips the probability range check (a pass over
+    ``input``) for probabilities the caller computed itself.
     """
     activation = check_activation(activation)
     if not torch.is_tensor(input) or not torch.is_tensor(target):
@@ -119,7 +120,7 @@ def check_input_and_target(
         _check_range("one-hot target", target, 0.0, 1.0, "pass to_onehot_y=True for label targets")
     if activation == "softmax" and n_classes == 1:
         raise ValueError("activation='softmax' needs at least 2 output channels, got 1; use activation='sigmoid'")
-    if activation is None:
+    if activation is None and check_range:
         _check_range("input probability", input.detach(), 0.0, 1.0, "set activation='softmax' or 'sigmoid' for logits")
 
 

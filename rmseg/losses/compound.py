@@ -2,9 +2,15 @@
 
     total = w_base * (lambda_ce * CE + lambda_dice * Dice) + w_aux * alpha * sum_k term_k(input, target)
 
-with ``(w_base, w_aux) = (1, 1)`` or ``schedule(epoch)``. CE + Dice is MONAI's ``DiceCELoss``
+with ``(w_base, w_aux) = (1, 1)`` or ``schedule(epoch)``. CE + Dice equals MONAI's ``DiceCELoss``
 (softmax over channels, label targets). This is the paper's training objective (Wang et al., 2021,
 Eq. 5: CE + Dice + alpha * RM) and carries the rival losses' epoch-wise re-weighting.
+
+By default the activation is computed once per call and shared: ``log P = log_softmax(input)``,
+``P = exp(log P)``, CE = NLL of ``log P``, Dice = MONAI ``DiceLoss`` of ``P``, and terms with a softmax
+and a ``from_probabilities`` method (``ResidualMomentLoss``) take ``P``. ``DiceCELoss`` and every term
+applying its own activation to the logits compute the softmax (and, for CE, the log-softmax) again,
+forward and backward (measured: ``benchmarks/rm_loss.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import inspect
 from collections.abc import Callable, Sequence
 
 import torch
-from monai.losses import DiceCELoss
+import torch.nn.functional as F
+from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 
@@ -37,6 +44,10 @@ class SegmentationLoss(nn.Module):
         schedule: ``epoch -> (w_base, w_aux)``, applied after ``set_epoch``; None means ``(1, 1)``.
         include_background_dice: Dice over all channels (default True, MONAI's default; the paper does
             not say). Cross-entropy always covers all channels.
+        share_activation: compute the softmax once and hand it to CE, Dice and the terms that take
+            probabilities (default True; equal to the unshared loss to float tolerance, faster). False:
+            MONAI ``DiceCELoss`` on the logits and each term's ``forward`` on the logits. Output with a
+            single channel always takes the unshared path.
 
     Shapes: ``input`` ``(B, C, *S)`` logits; ``target`` labels ``(B, 1, *S)`` (one-hot ``(B, C, *S)`` is
     converted by argmax for the base; terms receive the target unchanged). Returns a scalar.
@@ -50,6 +61,7 @@ class SegmentationLoss(nn.Module):
         lambda_dice: float = 1.0,
         schedule: Callable[[int], tuple[float, float]] | None = None,
         include_background_dice: bool = True,
+        share_activation: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("alpha", alpha), ("lambda_ce", lambda_ce), ("lambda_dice", lambda_dice)):
@@ -58,6 +70,8 @@ class SegmentationLoss(nn.Module):
         for term in terms:
             if not isinstance(term, nn.Module):
                 raise ValueError(f"terms must be nn.Module losses, got {type(term).__name__}")
+        if not isinstance(share_activation, bool):
+            raise ValueError(f"share_activation={share_activation!r} must be True or False")
         if schedule is not None and not callable(schedule):
             raise ValueError(f"schedule={schedule!r} must be a callable epoch -> (w_base, w_aux) or None")
         self.use_base = lambda_ce > 0 or lambda_dice > 0
@@ -79,6 +93,16 @@ class SegmentationLoss(nn.Module):
             if self.use_base
             else None
         )
+        self.share_activation = share_activation
+        self.dice = (
+            DiceLoss(to_onehot_y=True, softmax=False, include_background=include_background_dice)
+            if self.use_base
+            else None
+        )
+        self._takes_softmax = [
+            getattr(t, "activation", None) == "softmax" and callable(getattr(t, "from_probabilities", None))
+            for t in self.terms
+        ]
         self._context_names = [_accepted_context(t) for t in self.terms]
         self._term_names = self._unique_names()
         self.weights = (1.0, 1.0)
@@ -104,21 +128,46 @@ class SegmentationLoss(nn.Module):
         w_base, w_aux = self.weights
         components: dict[str, torch.Tensor] = {}
         total = input.new_zeros(())
+        shared = self.share_activation and input.ndim >= 3 and input.shape[1] > 1
+        log_probs = probs = None
+        if shared and self.base is not None:
+            log_probs = torch.log_softmax(input, dim=1)
+            probs = log_probs.exp()
+        elif shared and any(self._takes_softmax):
+            probs = torch.softmax(input, dim=1)
         if self.base is not None:
             labels = target
             if target.shape[1] != 1 and target.shape[1] == input.shape[1]:
                 labels = target.argmax(dim=1, keepdim=True)
-            base = self.base(input, labels)
+            base = self.base(input, labels) if log_probs is None else self._shared_base(log_probs, probs, labels)
             components["ce_dice"] = base.detach()
             total = total + w_base * base
-        for name, term, accepted in zip(self._term_names, self.terms, self._context_names):
+        for name, term, accepted, takes in zip(self._term_names, self.terms, self._context_names, self._takes_softmax):
             kwargs = context if accepted is None else {k: v for k, v in context.items() if k in accepted}
-            value = term(input, target, **kwargs)
+            if probs is not None and takes:
+                value = term.from_probabilities(probs, target, check_range=False, **kwargs)
+            else:
+                value = term(input, target, **kwargs)
             components[name] = value.detach()
             total = total + (w_aux * self.alpha) * value
         components["total"] = total.detach()
         self._components = components
         return total
+
+    def _shared_base(self, log_probs: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """``lambda_ce * CE + lambda_dice * Dice`` from the shared activation; a part whose weight is 0 is
+        skipped (``DiceCELoss`` computes it and multiplies by 0: the same value)."""
+        if labels.ndim != log_probs.ndim or labels.shape[1] != 1:
+            raise ValueError(
+                f"target shape {tuple(labels.shape)} does not match input shape {tuple(log_probs.shape)}: "
+                f"expected labels ({log_probs.shape[0]}, 1, ...) or one-hot ({log_probs.shape[0]}, {log_probs.shape[1]}, ...)"
+            )
+        base = log_probs.new_zeros(())
+        if self.lambda_ce > 0:
+            base = base + self.lambda_ce * F.nll_loss(log_probs, labels[:, 0].long())
+        if self.lambda_dice > 0:
+            base = base + self.lambda_dice * self.dice(probs, labels)
+        return base
 
     @property
     def last_components(self) -> dict[str, float]:

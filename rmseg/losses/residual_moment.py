@@ -121,6 +121,37 @@ class _CompiledResidualMoment(torch.autograd.Function):
         return grad_input.to(input.dtype), None, None, None, None, None
 
 
+class _ResidualMomentOfProbabilities(torch.autograd.Function):
+    """Per-sample ``sum_x W(x) sum_c (P_c - G_c)^2`` of given probabilities with the analytic gradient
+    ``dL/dP_c = 2 W (P_c - G_c)`` (0 on excluded channels; none to target or weights).
+
+    Plain PyTorch, written out because it is faster than autograd of :func:`_rm_forward`: the forward
+    keeps only ``W (P - G)``, so the backward is one multiplication into the gradient tensor instead of
+    the square, sum, slice and broadcast backwards (measured: ``benchmarks/rm_loss.py``).
+    """
+
+    @staticmethod
+    def forward(ctx, probs, target, weights, first, to_onehot_y):
+        residual = _residual(probs, target, first, to_onehot_y)
+        weighted = residual * weights.unsqueeze(1)
+        ctx.save_for_backward(weighted)
+        ctx.shape = (probs.shape, probs.dtype, first)
+        batch = probs.shape[0]
+        residual = residual.to(weighted.dtype).reshape(batch, -1, 1)
+        return torch.bmm(weighted.reshape(batch, 1, -1), residual).view(batch)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (weighted,) = ctx.saved_tensors
+        shape, dtype, first = ctx.shape
+        grad_probs = weighted.new_empty(shape, dtype=dtype)
+        grad_probs[:, :first] = 0
+        scale = (2 * grad).view((-1,) + (1,) * (len(shape) - 1))
+        torch.mul(weighted, scale, out=grad_probs[:, first:])
+        return grad_probs, None, None, None, None
+
+
 class ResidualMomentLoss(nn.Module):
     """Residual moment loss summed over moment orders, 2D ``(B, C, H, W)`` or 3D ``(B, C, H, W, D)``.
 
@@ -265,12 +296,49 @@ class ResidualMomentLoss(nn.Module):
     ) -> torch.Tensor:
         """Loss of ``input`` ``(B, C, *S)`` against ``target``; ``offset``/``full_shape`` are used in the
         volume frame only (ignored in the patch frame, so a training loop may always pass them)."""
+        self._check_spatial_dims(input)
+        check_input_and_target(input, target, self.activation, self.to_onehot_y)
+        return self._loss(input, target, self.activation, offset, full_shape)
+
+    def from_probabilities(
+        self,
+        probabilities: torch.Tensor,
+        target: torch.Tensor,
+        offset: torch.Tensor | None = None,
+        full_shape: torch.Tensor | None = None,
+        *,
+        check_range: bool = True,
+    ) -> torch.Tensor:
+        """Loss of ``probabilities`` ``(B, C, *S)``: this loss's activation already applied to the logits
+        (e.g. the softmax that ``SegmentationLoss`` computes once and shares with CE and Dice).
+
+        Equals ``forward(logits, target)`` for ``probabilities = activation(logits)`` with no activation
+        here: the residual on the included channels and one weighted sum, so the gradient reaches the
+        logits once, through the caller's activation. Same arguments, checks and result as ``forward``;
+        ``check_range=False`` skips checking that the probabilities lie in ``[0, 1]`` (a pass over them)
+        when the caller computed them. Without ``compile`` the gradient wrt ``probabilities`` is analytic
+        (once-differentiable, none to ``target``); with it, the compiled kernels run without activation.
+        """
+        self._check_spatial_dims(probabilities)
+        check_input_and_target(probabilities, target, None, self.to_onehot_y, check_range=check_range)
+        return self._loss(probabilities, target, None, offset, full_shape, given_probabilities=True)
+
+    def _check_spatial_dims(self, input: torch.Tensor) -> None:
         if input.ndim != 2 + self.spatial_dims:
             raise ValueError(
                 f"orders {list(self.orders)} are {self.spatial_dims}D but input shape {tuple(input.shape)} "
                 f"has {input.ndim - 2} spatial dims"
             )
-        check_input_and_target(input, target, self.activation, self.to_onehot_y)
+
+    def _loss(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,
+        activation: str | None,
+        offset: torch.Tensor | None,
+        full_shape: torch.Tensor | None,
+        given_probabilities: bool = False,
+    ) -> torch.Tensor:
         first = first_channel(input.shape[1], self.include_background)
         spatial = tuple(input.shape[2:])
         batch = input.shape[0]
@@ -287,9 +355,11 @@ class ResidualMomentLoss(nn.Module):
                     f"{full_shape.tolist()}: need 0 <= offset and offset + patch shape <= full_shape"
                 )
             weights = self.weight_map(spatial, weight_dtype, input.device, offset, full_shape)
-        options = (self.activation, first, self.to_onehot_y)
+        options = (activation, first, self.to_onehot_y)
         if self.compile:
             per_sample = _CompiledResidualMoment.apply(input, target, weights, *options)
+        elif given_probabilities:
+            per_sample = _ResidualMomentOfProbabilities.apply(input, target, weights, first, self.to_onehot_y)
         else:
             per_sample = _rm_forward(input, target, weights, *options)
         if self.pixel_reduction == "mean":
