@@ -10,13 +10,13 @@ SEEDS   ?= 0,1,2
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
 
-setup: $(STAMP)  ## create .venv and install rmseg (editable) with its test extras, once
+setup: $(STAMP)  ## create .venv and install rmseg (editable) with its test and cluster extras, once
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,cluster]'
 	touch $(STAMP)
 
 demo: $(STAMP)  ## both tables end to end on synthetic stand-ins (reduced trainer), printed
