@@ -5,17 +5,21 @@ Loss cases (forward + backward w.r.t. the logits, medians over repeats):
 - 2D: logits 4x3x512x512, orders (2,0), (0,2), (2,2);
 - 3D: logits 2x2x112x112x80, orders (2,0,0), (0,2,0), (0,0,2), (2,2,2).
 
-Variants: MONAI ``DiceCELoss`` through ``SegmentationLoss`` alone; plus RM written literally from the
-paper (weights rebuilt on every call, one ``(mu(P) - mu(G))^2`` per order: "naive"); plus rmseg's
-``ResidualMomentLoss`` (one cached fused weight map, autograd: "fused"); and with ``--compile``
-``ResidualMomentLoss(compile=True)`` (loss and analytic gradient each one ``torch.compile`` kernel:
-"fused+compile"). The variants of one case
-are timed in interleaved rounds (one call of each per round), so a load change on a shared machine
-hits all of them alike. The naive and fused values are compared and the difference recorded.
+Variants: CE+Dice alone, as MONAI ``DiceCELoss`` on the logits ("DiceCELoss", the unshared path
+``SegmentationLoss(share_activation=False)``) and as ``SegmentationLoss``'s default ("shared": one
+log-softmax per call, CE = NLL of it, Dice on its exp); plus RM written literally from the paper
+(weights rebuilt on every call, one ``(mu(P) - mu(G))^2`` per order: "naive"); plus rmseg's
+``ResidualMomentLoss`` on the logits (one cached fused weight map, its own softmax, autograd: "fused");
+plus the same loss on the shared probabilities (``from_probabilities``, analytic gradient: "shared");
+and with ``--compile`` the fused and shared variants with ``compile=True`` (loss and gradient each one
+``torch.compile`` kernel). The variants of one case are timed in interleaved rounds (one call of each
+per round), so a load change on a shared machine hits all of them alike. Each variant with RM is
+compared with the CE+Dice of its own path (``added_vs_ce_dice_pct``) and with ``DiceCELoss``
+(``added_vs_dicece_pct``). The naive, fused and shared values are compared and the difference recorded.
 
 Training step: one SGD step (zero_grad, forward, loss, backward, step) of MONAI's 2D UNet in the
 Table 1 setting (in 3, out 3, channels 16-256, strides 2, batch 4, ``--step-size`` pixels square),
-with CE+Dice and with CE+Dice+RM.
+with CE+Dice and with CE+Dice+RM, unshared and shared.
 
     python -m benchmarks.rm_loss [--quick] [--repeats N] [--compile] [--device auto|cpu|cuda]
 """
@@ -83,47 +87,75 @@ def median(values: list[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
+BASE_UNSHARED, BASE_SHARED = "CE+Dice (DiceCELoss)", "CE+Dice shared"
+
+
 def loss_variants(orders, compile_rm: bool) -> dict[str, nn.Module]:
+    """Name -> loss taking ``(logits, labels)``; ``alone`` variants take the logits (``RM shared alone``
+    takes probabilities, see :func:`bench_losses`)."""
     naive, fused = NaiveResidualMomentLoss(orders), ResidualMomentLoss(orders)
     variants = {
-        "CE+Dice": SegmentationLoss(),
-        "CE+Dice+RM naive": SegmentationLoss([naive]),
-        "CE+Dice+RM fused": SegmentationLoss([fused]),
+        BASE_UNSHARED: SegmentationLoss(share_activation=False),
+        BASE_SHARED: SegmentationLoss(share_activation=True),
+        "CE+Dice+RM naive": SegmentationLoss([naive], share_activation=False),
+        "CE+Dice+RM fused": SegmentationLoss([fused], share_activation=False),
+        "CE+Dice+RM shared": SegmentationLoss([fused], share_activation=True),
         "RM naive alone": naive,
         "RM fused alone": fused,
+        "RM shared alone": fused,
     }
     if compile_rm:
         compiled = ResidualMomentLoss(orders, compile=True)
-        variants["CE+Dice+RM fused+compile"] = SegmentationLoss([compiled])
+        variants["CE+Dice+RM fused+compile"] = SegmentationLoss([compiled], share_activation=False)
+        variants["CE+Dice+RM shared+compile"] = SegmentationLoss([compiled], share_activation=True)
         variants["RM fused+compile alone"] = compiled
+        variants["RM shared+compile alone"] = compiled
     return variants
+
+
+def baseline_of(name: str) -> str:
+    """The CE+Dice row a variant is compared with: the shared one for shared variants."""
+    return BASE_SHARED if "shared" in name else BASE_UNSHARED
 
 
 def bench_losses(case: str, shape, orders, device, repeats: int, compile_rm: bool) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
     labels = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=generator).to(device)
+    probs = torch.softmax(logits.detach(), dim=1).requires_grad_(True)
     variants = loss_variants(orders, compile_rm)
 
-    def step(loss: nn.Module) -> Callable[[], None]:
-        def run() -> None:
-            logits.grad = None
-            loss(logits, labels).backward()
+    def step(name: str, loss: nn.Module) -> Callable[[], None]:
+        if name.startswith("RM shared"):  # RM's own cost on given probabilities: no activation
+            def run() -> None:
+                probs.grad = None
+                loss.from_probabilities(probs, labels, check_range=False).backward()
+        else:
+            def run() -> None:
+                logits.grad = None
+                loss(logits, labels).backward()
 
         return run
 
     compile_s = None
     if compile_rm:
         start = time.perf_counter()
-        step(variants["RM fused+compile alone"])()
+        step("RM fused+compile alone", variants["RM fused+compile alone"])()
+        step("RM shared+compile alone", variants["RM shared+compile alone"])()
+        step("CE+Dice+RM shared+compile", variants["CE+Dice+RM shared+compile"])()
         synchronize(device)
         compile_s = time.perf_counter() - start
-    times = time_interleaved({name: step(loss) for name, loss in variants.items()}, repeats, 1, device)
-    naive = variants["RM naive alone"](logits, labels).item()
-    fused = variants["RM fused alone"](logits, labels).item()
-    base = median(times["CE+Dice"])
+    times = time_interleaved({name: step(name, loss) for name, loss in variants.items()}, repeats, 1, device)
+    with torch.no_grad():
+        naive = variants["RM naive alone"](logits, labels).item()
+        fused = variants["RM fused alone"](logits, labels).item()
+        shared = variants["RM shared alone"].from_probabilities(probs, labels).item()
+        base_values = {name: variants[name](logits, labels).item() for name in (BASE_UNSHARED, BASE_SHARED)}
+    dicece = median(times[BASE_UNSHARED])
     rows = []
     for name, values in times.items():
+        base = median(times[baseline_of(name)])
+        alone = name.endswith("alone")
         rows.append(
             {
                 "case": case,
@@ -131,12 +163,16 @@ def bench_losses(case: str, shape, orders, device, repeats: int, compile_rm: boo
                 "device": str(device),
                 "median_ms": 1e3 * median(values),
                 "min_ms": 1e3 * min(values),
-                "added_vs_ce_dice_pct": 100 * (median(values) - (0 if name.endswith("alone") else base)) / base,
+                "baseline": baseline_of(name),
+                "added_vs_ce_dice_pct": 100 * (median(values) - (0 if alone else base)) / base,
+                "added_vs_dicece_pct": 100 * (median(values) - (0 if alone else dicece)) / dicece,
                 "repeats": len(values),
                 "rm_naive_value": naive,
                 "rm_fused_value": fused,
-                "rm_rel_diff": abs(naive - fused) / abs(naive),
-                "first_call_with_compile_s": compile_s if name.endswith("compile") else None,
+                "rm_shared_value": shared,
+                "rm_rel_diff": max(abs(naive - fused), abs(shared - fused)) / abs(fused),
+                "ce_dice_rel_diff": abs(base_values[BASE_SHARED] - base_values[BASE_UNSHARED]) / base_values[BASE_UNSHARED],
+                "first_calls_with_compile_s": compile_s if name.endswith("compile") else None,
             }
         )
     return rows
@@ -149,11 +185,20 @@ def bench_training_step(size: int, device, repeats: int, compile_rm: bool) -> li
     model = UNet(spatial_dims=2, in_channels=3, out_channels=3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
     model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    losses = {"UNet step CE+Dice": SegmentationLoss(), "UNet step CE+Dice+RM fused": SegmentationLoss([ResidualMomentLoss(ORDERS_2D)])}
+    fused = ResidualMomentLoss(ORDERS_2D)
+    losses = {
+        f"UNet step {BASE_UNSHARED}": SegmentationLoss(share_activation=False),
+        f"UNet step {BASE_SHARED}": SegmentationLoss(share_activation=True),
+        "UNet step CE+Dice+RM fused": SegmentationLoss([fused], share_activation=False),
+        "UNet step CE+Dice+RM shared": SegmentationLoss([fused], share_activation=True),
+    }
     if compile_rm:
-        losses["UNet step CE+Dice+RM fused+compile"] = SegmentationLoss([ResidualMomentLoss(ORDERS_2D, compile=True)])
+        compiled = ResidualMomentLoss(ORDERS_2D, compile=True)
+        losses["UNet step CE+Dice+RM fused+compile"] = SegmentationLoss([compiled], share_activation=False)
+        losses["UNet step CE+Dice+RM shared+compile"] = SegmentationLoss([compiled], share_activation=True)
 
     logits = torch.randn((4, 3, size, size), generator=generator).to(device).requires_grad_(True)
+    probs = torch.softmax(logits.detach(), dim=1).requires_grad_(True)
 
     def step(loss: nn.Module) -> Callable[[], None]:
         def run() -> None:
@@ -163,23 +208,31 @@ def bench_training_step(size: int, device, repeats: int, compile_rm: bool) -> li
 
         return run
 
-    def rm_alone(loss: nn.Module) -> Callable[[], None]:
+    def rm_alone(loss: nn.Module, shared: bool) -> Callable[[], None]:
         def run() -> None:
-            logits.grad = None
-            loss.terms[0](logits, labels).backward()
+            if shared:
+                probs.grad = None
+                loss.terms[0].from_probabilities(probs, labels, check_range=False).backward()
+            else:
+                logits.grad = None
+                loss.terms[0](logits, labels).backward()
 
         return run
 
     fns = {name: step(loss) for name, loss in losses.items()}
-    fns |= {name.replace("UNet step CE+Dice+", "") + " alone": rm_alone(loss) for name, loss in losses.items() if loss.terms}
+    fns |= {
+        name.replace("UNet step CE+Dice+", "") + " alone": rm_alone(loss, "shared" in name)
+        for name, loss in losses.items()
+        if loss.terms
+    }
     times = time_interleaved(fns, repeats, 1, device)
-    base = median(times["UNet step CE+Dice"])
     rows = []
     for name, values in times.items():
+        base = median(times[f"UNet step {baseline_of(name)}"])
         if name.endswith("alone"):
             # RM's own fwd+bwd time over a step of CE+Dice plus that time: robust to load noise.
             share = 100 * median(values) / (base + median(values))
-        elif name != "UNet step CE+Dice":
+        elif "RM" in name:
             share = 100 * (median(values) - base) / median(values)
         else:
             share = None
@@ -190,6 +243,7 @@ def bench_training_step(size: int, device, repeats: int, compile_rm: bool) -> li
                 "device": str(device),
                 "median_ms": 1e3 * median(values),
                 "min_ms": 1e3 * min(values),
+                "baseline": f"UNet step {baseline_of(name)}",
                 "added_vs_ce_dice_pct": None if name.endswith("alone") else 100 * (median(values) - base) / base,
                 "rm_share_of_step_pct": share,
                 "repeats": len(values),
@@ -198,11 +252,27 @@ def bench_training_step(size: int, device, repeats: int, compile_rm: bool) -> li
     return rows
 
 
+def summary_lines(rows: list[dict]) -> str:
+    """One bullet per case and RM variant: RM's added share next to the target."""
+    lines = []
+    for row in rows:
+        if "RM" not in row["variant"] or "naive" in row["variant"] or row["variant"].endswith("alone"):
+            continue
+        if row.get("rm_share_of_step_pct") is not None:
+            value, target, what = row["rm_share_of_step_pct"], 1.0, "of the step"
+        else:
+            value, target, what = row["added_vs_ce_dice_pct"], 20.0, f"over {row['baseline']}"
+        verdict = "target met" if value <= target else "target missed"
+        lines.append(f"- {row['case']}, {row['variant']}: RM adds {value:.1f}% {what} (<= {target:g}%: {verdict})")
+    return "\n".join(lines)
+
+
 def main() -> None:
-    parser = bench_parser("Residual moment loss: cost over CE+Dice, naive vs fused, share of a UNet step")
+    parser = bench_parser("Residual moment loss: cost over CE+Dice, naive vs fused vs shared, share of a UNet step")
     parser.add_argument("--compile", action="store_true", help="also time the torch.compile kernels")
     parser.add_argument("--step-size", type=int, default=None, help="UNet step image size (default 512; 128 with --quick)")
     parser.add_argument("--skip-step", action="store_true", help="do not time the UNet training step")
+    parser.add_argument("--note", default="", help="a sentence on the run's conditions, written into the report")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7 if not args.full else 15)
     if repeats < 1:
@@ -224,23 +294,36 @@ def main() -> None:
             rows += bench_training_step(step_size, device, max(1, min(repeats, 5)), args.compile)
 
     table = markdown_table(
-        rows, ["case", "variant", "device", "median_ms", "min_ms", "added_vs_ce_dice_pct", "rm_share_of_step_pct", "repeats"]
+        rows,
+        [
+            "case", "variant", "device", "median_ms", "min_ms", "added_vs_ce_dice_pct", "added_vs_dicece_pct",
+            "rm_share_of_step_pct", "repeats",
+        ],
     )
     gpu_line = "" if any(d.type == "cuda" for d in devices) else f"\nGPU: {NO_GPU}.\n"
+    note = f"\n{args.note}\n" if args.note else ""
     markdown = (
         "# Residual moment loss: cost\n\n"
         "Forward + backward w.r.t. the logits (loss cases) or one SGD step of the UNet; medians over "
-        "interleaved repeats, milliseconds. `added_vs_ce_dice_pct` = (variant - CE+Dice) / CE+Dice; "
-        "`rm_share_of_step_pct` = (step with RM - step without) / step with RM, and for the `alone` rows of "
-        "the step case RM alone / (step without RM + RM alone), which a loaded machine disturbs less. Targets: fused RM adds "
-        "<= 20% to CE+Dice and <= 1% to a training step. For the `alone` rows the added share is "
-        "RM alone / CE+Dice (RM's own time, free of the noise of a difference).\n\n"
-        f"{table}\n{gpu_line}\n"
+        "interleaved repeats, milliseconds. `added_vs_ce_dice_pct` = (variant - CE+Dice of its own path) / "
+        "that CE+Dice, the path being `shared` (one softmax for CE, Dice and RM: `SegmentationLoss`'s "
+        "default) or not (MONAI `DiceCELoss` on the logits, RM with its own softmax); `added_vs_dicece_pct` "
+        "compares every row with `DiceCELoss`. `rm_share_of_step_pct` = (step with RM - step without, same "
+        "path) / step with RM, and for the `alone` rows of the step case RM alone / (step without RM + RM "
+        "alone), which a loaded machine disturbs less. For the `alone` rows the added share is RM alone / "
+        "CE+Dice (RM's own time, free of the noise of a difference); `RM shared alone` is RM on given "
+        "probabilities (`from_probabilities`, no activation). Targets: RM adds <= 20% to CE+Dice and <= 1% "
+        "to a training step.\n\n"
+        f"## Summary\n\n{summary_lines(rows)}\n\n"
+        f"## All rows\n\n{table}\n{gpu_line}{note}\n"
         "naive = Eq. 4 literally (weights rebuilt every call, one term per order); fused = "
-        "`ResidualMomentLoss` (one cached weight map, autograd); +compile = `ResidualMomentLoss(compile=True)` "
-        "(loss and analytic gradient each one `torch.compile` kernel; `first_call_with_compile_s` in the JSON "
-        "is its first call, compilation included). Largest relative difference between naive and fused values: "
-        f"{max(r.get('rm_rel_diff') or 0.0 for r in rows):.2e}.\n"
+        "`ResidualMomentLoss` on the logits (one cached weight map, autograd); shared = the same loss on "
+        "`SegmentationLoss`'s shared probabilities (`from_probabilities`, analytic gradient); +compile = "
+        "`compile=True` (loss and analytic gradient each one `torch.compile` kernel; "
+        "`first_calls_with_compile_s` in the JSON is the first calls, compilation included). Largest "
+        "relative difference between naive, fused and shared RM values: "
+        f"{max(r.get('rm_rel_diff') or 0.0 for r in rows):.2e}; between shared CE+Dice and `DiceCELoss`: "
+        f"{max(r.get('ce_dice_rel_diff') or 0.0 for r in rows):.2e}.\n"
     )
     data = {
         "rows": rows,
