@@ -73,3 +73,27 @@ class SeededItems(Dataset):
             random.setstate(py_state)
             np.random.set_state(np_state)
             torch.set_rng_state(torch_state)
+
+
+class RankShare(Sampler):
+    """Rank ``rank``'s contiguous share of each global batch of a :class:`ResumableSampler` stream.
+
+    Global batch ``t`` is stream positions ``[t * batch_size, (t + 1) * batch_size)``, the same samples as in a
+    one-process run; of each, rank ``r`` of ``world_size`` takes the ``batch_size // world_size`` positions
+    starting at ``r * batch_size // world_size`` (ranks' shares are disjoint and cover the batch).
+    """
+
+    def __init__(self, stream: ResumableSampler, batch_size: int, rank: int, world_size: int) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
+        if batch_size < 1 or batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} must be a positive multiple of world_size={world_size}")
+        if stream.start % batch_size:
+            raise ValueError(f"stream start={stream.start} must be at a batch boundary (a multiple of {batch_size})")
+        self.stream, self.batch_size, self.rank = stream, batch_size, rank
+        self.share = batch_size // world_size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index, position in self.stream:
+            if (position % self.batch_size) // self.share == self.rank:
+                yield index, position

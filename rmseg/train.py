@@ -11,8 +11,11 @@ renamed to ``seed<k>/`` once ``summary.json`` is written (see ``rmseg.run_dir``)
 Training is iteration based over an infinite, resumable sampler (``rmseg.sampling``): a checkpoint
 (every ``trainer.checkpoint_every`` iterations, at the end, and on SIGINT/SIGTERM) holds the model,
 optimizer, scheduler, AMP scaler, iteration and every RNG state, so ``resume=true`` reaches the same
-final weights as an uninterrupted run on the same device. One process, one device: multi-GPU data
-parallel training (torchrun/DDP) is not implemented.
+final weights as an uninterrupted run on the same device.
+
+Under ``torchrun --nproc_per_node=N -m rmseg.train ...`` one run trains data-parallel on N devices
+(``rmseg.distributed``): ``data.batch_size`` stays the global batch, each rank draws its own share of the
+same global batches as a one-process run, DDP averages the gradients, and rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ from rmseg import provenance
 from rmseg.config import CONFIG_DIR, register
 from rmseg.data import build_train_dataset, load_test_cases
 from rmseg.data.config import as_data_config
+from rmseg.distributed import Ranks
 from rmseg.evaluation import eval_config, evaluate_model, write_summary
 from rmseg.models import build_model
 from rmseg.run_dir import RunDir, claim, complete, run_dir
-from rmseg.sampling import ResumableSampler, SeededItems
+from rmseg.sampling import RankShare, ResumableSampler, SeededItems, derived_seed
 
 log = logging.getLogger("rmseg.train")
 
@@ -225,10 +229,13 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
 # ---------------------------------------------------------------- training
 
 
-def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int) -> Iterator[dict[str, Any]]:
+def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int, ranks: Ranks) -> Iterator[dict[str, Any]]:
+    """Batches from iteration ``start_iteration`` on: this rank's share of each global batch."""
     sampler = ResumableSampler(len(dataset), seed, start=start_iteration * data_cfg.batch_size)
+    if ranks.enabled:
+        sampler = RankShare(sampler, data_cfg.batch_size, ranks.rank, ranks.world_size)
     # its own generator: the loader's base seed must not draw from the global RNG (restored on resume)
-    loader = DataLoader(SeededItems(dataset, seed), batch_size=data_cfg.batch_size, sampler=sampler,
+    loader = DataLoader(SeededItems(dataset, seed), batch_size=ranks.share(data_cfg.batch_size), sampler=sampler,
                         num_workers=data_cfg.num_workers, persistent_workers=data_cfg.num_workers > 0,
                         generator=torch.Generator().manual_seed(seed))
     return iter(loader)
@@ -253,36 +260,56 @@ def train(cfg: DictConfig) -> Path | None:
     if run.final.exists() and resolved["on_exists"] == "skip":
         log.info("run %s is complete: skipped (on_exists=skip)", run.final)
         return None
-    threads = torch.get_num_threads()
+    ranks = Ranks.from_env()
+    ranks.share(data_cfg.batch_size)
+    device = ranks.device(resolved["trainer"]["device"]) if ranks.enabled else _device(resolved["trainer"]["device"])
+    threads, rmseg_level = torch.get_num_threads(), logging.getLogger("rmseg").level
     try:
         if resolved["trainer"]["num_threads"] is not None:
             torch.set_num_threads(resolved["trainer"]["num_threads"])
-        return _claim_and_train(run, cfg, resolved, data_cfg)
+        if not ranks.is_main:  # rank 0 reports; the others only warn
+            logging.getLogger("rmseg").setLevel(logging.WARNING)
+        ranks.start(device)
+        try:
+            return _claim_and_train(run, cfg, resolved, data_cfg, device, ranks)
+        finally:
+            ranks.close()
     finally:
         torch.set_num_threads(threads)
+        logging.getLogger("rmseg").setLevel(rmseg_level)
 
 
-def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any) -> Path | None:
-    set_determinism(seed=resolved["seed"])
-    device = _device(resolved["trainer"]["device"])
+def _build(cfg: DictConfig, data_cfg: Any, device: torch.device) -> tuple[Any, torch.nn.Module, torch.nn.Module]:
     dataset = build_train_dataset(cfg.data)
-    model = build_model(cfg.model, data_cfg).to(device)
-    loss_fn = build_loss(cfg.loss).to(device)
-    optimizer, scheduler = build_optimizer(model, resolved["optim"])
-    if not claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"]):
+    return dataset, build_model(cfg.model, data_cfg).to(device), build_loss(cfg.loss).to(device)
+
+
+def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any, device: torch.device,
+                     ranks: Ranks) -> Path | None:
+    set_determinism(seed=resolved["seed"])
+    built: list[Any] = []
+
+    def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
+        built.extend(_build(cfg, data_cfg, device))
+        return claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"])
+
+    if not ranks.on_main(build_and_claim):
         return None
-    log_handler = _attach_log_file(run.tmp / "train.log")
+    dataset, model, loss_fn = built if ranks.is_main else _build(cfg, data_cfg, device)
+    optimizer, scheduler = build_optimizer(model, resolved["optim"])
+    log_handler = _attach_log_file(run.tmp / "train.log") if ranks.is_main else None
     try:
-        return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device)
+        return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device, ranks)
     finally:
-        logging.getLogger().removeHandler(log_handler)
-        log_handler.close()
+        if log_handler is not None:
+            logging.getLogger().removeHandler(log_handler)
+            log_handler.close()
 
 
 def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any, dataset: Any,
               model: torch.nn.Module, loss_fn: torch.nn.Module, optimizer: torch.optim.Optimizer,
-              scheduler: Any, device: torch.device) -> Path:
-    trainer = resolved["trainer"]
+              scheduler: Any, device: torch.device, ranks: Ranks) -> Path:
+    trainer, seed = resolved["trainer"], resolved["seed"]
     max_iters = trainer["max_iters"]
     iteration, train_time = 0, 0.0
     scaler = torch.amp.GradScaler(device.type, enabled=trainer["amp"] and trainer["amp_dtype"] == "float16")
@@ -298,12 +325,18 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
         set_rng_states(state["rng"])
         iteration, train_time = state["iteration"], state["train_time_s"]
         log.info("resumed %s at iteration %d", run.tmp, iteration)
-    else:
+    elif ranks.is_main:
         (run.tmp / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         provenance.write_json_atomic(run.tmp / "provenance.json", provenance.collect())
     log.info("run %s: %s", resolved["name"], {k: resolved[k] for k in ("seed", "model", "optim", "trainer")})
+    if ranks.enabled:
+        log.info("data parallel over %d processes (%s): %d of the %d samples of each batch per process",
+                 ranks.world_size, device.type, ranks.share(data_cfg.batch_size), data_cfg.batch_size)
+    net = ranks.wrap(model, device)  # trains; ``model`` (unwrapped, same parameters) is saved and evaluated
 
     def checkpoint() -> None:
+        if not ranks.is_main:
+            return
         save_checkpoint(run.checkpoint, {
             "format": CHECKPOINT_FORMAT, "config": resolved, "iteration": iteration, "train_time_s": train_time,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -312,13 +345,14 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
 
     iters_per_epoch = trainer["iters_per_epoch"] or math.ceil(len(dataset) / data_cfg.batch_size)
     writer = None
-    if trainer["tensorboard"]:
+    if trainer["tensorboard"] and ranks.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run.tmp / "tensorboard"), purge_step=iteration)
     amp_dtype = getattr(torch, trainer["amp_dtype"])
-    batches = _batches(dataset, data_cfg, resolved["seed"], iteration)
-    bar = tqdm(total=max_iters, initial=iteration, desc=resolved["name"], disable=not trainer["progress_bar"],
+    batches = _batches(dataset, data_cfg, seed, iteration, ranks)
+    bar = tqdm(total=max_iters, initial=iteration, desc=resolved["name"],
+               disable=not (trainer["progress_bar"] and ranks.is_main),
                dynamic_ncols=True)
     model.train()
     try:
@@ -329,8 +363,10 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 batch = next(batches)
                 image, label = batch["image"].to(device), batch["label"].to(device)
                 context = {k: batch[k].to(device) for k in ("offset", "full_shape") if k in batch}
+                if ranks.enabled:  # each rank its own dropout masks, drawn from (seed, iteration, rank)
+                    torch.manual_seed(derived_seed(seed, iteration, ranks.rank, 2))
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=trainer["amp"]):
-                    output = model(image)
+                    output = net(image)
                 loss = loss_fn(output.float(), label, **context)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration} (batch {batch['id']}): "
@@ -345,17 +381,20 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 bar.update(1)
                 if iteration % trainer["log_every"] == 0 or iteration == max_iters:
                     parts = loss_fn.last_components if hasattr(loss_fn, "last_components") else {"total": loss.item()}
+                    parts = ranks.mean({"loss": loss.item(), **parts})  # the global batch's loss
+                    loss_value = parts.pop("loss")
                     lr = optimizer.param_groups[0]["lr"]
-                    bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2g}")
-                    log.info("iteration %d/%d loss %.5f %s lr %.3g", iteration, max_iters, loss.item(), parts, lr)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2g}")
+                    log.info("iteration %d/%d loss %.5f %s lr %.3g", iteration, max_iters, loss_value, parts, lr)
                     if writer is not None:
                         for key, value in parts.items():
                             writer.add_scalar(f"loss/{key}", value, iteration)
                         writer.add_scalar("lr", lr, iteration)
                 if iteration % trainer["checkpoint_every"] == 0 or iteration == max_iters:
                     checkpoint()
-                if "signum" in stop:
+                if ranks.any("signum" in stop):  # every rank stops after the same iteration
                     checkpoint()
+                    stop.setdefault("signum", signal.SIGTERM)
                     name = signal.Signals(stop["signum"]).name
                     log.warning("%s at iteration %d: checkpoint saved; continue with resume=true", name, iteration)
                     raise RunInterrupted(stop["signum"], f"{name}: run interrupted at iteration {iteration}, "
@@ -365,10 +404,11 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
         if writer is not None:
             writer.close()
     log.info("training done: %d iterations in %.1f s", iteration, train_time)
-    evaluate_run(run, cfg, resolved, model, loss_fn, device, train_time)
-    final = complete(run)
-    log.info("run complete: %s", final)
-    return final
+    if ranks.is_main:
+        evaluate_run(run, cfg, resolved, model, loss_fn, device, train_time)
+        log.info("run complete: %s", complete(run))
+    ranks.wait_for_main()
+    return run.final
 
 
 def evaluate_run(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], model: torch.nn.Module,
