@@ -207,3 +207,12 @@ def test_shared_path_gradcheck_float64():
     context = dict(offset=torch.tensor([1, 2]), full_shape=torch.tensor([7, 6]))
     logits.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: loss(x, labels, **context), (logits,))
+
+
+def test_shared_path_names_bad_labels():
+    logits, labels = random_case(10)
+    loss = SegmentationLoss([ResidualMomentLoss([(2, 0)])])
+    with pytest.raises(ValueError, match=r"target labels span \[0, 3\] but must lie in \[0, 3\)"):
+        loss(logits, labels + (labels == 2).long())
+    with pytest.raises(ValueError, match=r"to_onehot_y=True expects label target"):
+        SegmentationLoss([ResidualMomentLoss([(2, 0)])])(logits, torch.softmax(logits, 1))

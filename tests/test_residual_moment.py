@@ -408,3 +408,23 @@ def test_compiled_from_probabilities_matches_plain():
         grads.append(x.grad)
     torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def test_from_probabilities_with_caller_one_hot_equals_label_target():
+    logits, labels = random_case((2, 6, 5), seed=26)
+    onehot = torch.nn.functional.one_hot(labels[:, 0], 3).permute(0, 3, 1, 2).to(logits.dtype)
+    loss = ResidualMomentLoss(ORDERS_2D, reduction="none")
+    probs = torch.softmax(logits, 1)
+    values, grads = [], []
+    for given in (None, onehot):
+        p = probs.clone().requires_grad_(True)
+        value = loss.from_probabilities(p, labels, one_hot=given, check_range=given is None)
+        value.sum().backward()
+        values.append(value.detach())
+        grads.append(p.grad)
+    torch.testing.assert_close(values[1], values[0], rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match=r"one_hot is for label targets.*to_onehot_y=False"):
+        ResidualMomentLoss(ORDERS_2D, to_onehot_y=False).from_probabilities(probs, onehot, one_hot=onehot)
+    with pytest.raises(ValueError, match=r"target has 2 channels but input has 3"):
+        loss.from_probabilities(probs, labels, one_hot=onehot[:, :2])

@@ -82,8 +82,8 @@ def check_input_and_target(
     Raises ValueError on: wrong dims, shape mismatch, non-float input, label targets that are not
     ``(B, 1, *S)`` integers in ``[0, C)`` (``to_onehot_y``), one-hot targets that do not have ``C``
     channels or leave ``[0, 1]``, probabilities outside ``[0, 1]`` (``activation`` None), and
-    ``softmax`` on a single channel. ``check_range=False`` skips the probability range check (a pass over
-    ``input``) for probabilities the caller computed itself.
+    ``softmax`` on a single channel. ``check_range=False`` skips the range checks of probabilities and
+    one-hot targets (a pass over each) for tensors the caller built itself.
     """
     activation = check_activation(activation)
     if not torch.is_tensor(input) or not torch.is_tensor(target):
@@ -117,7 +117,8 @@ def check_input_and_target(
                 f"target has {target.shape[1]} channels but input has {n_classes}; "
                 "pass to_onehot_y=True for label targets (B, 1, *S)"
             )
-        _check_range("one-hot target", target, 0.0, 1.0, "pass to_onehot_y=True for label targets")
+        if check_range:
+            _check_range("one-hot target", target, 0.0, 1.0, "pass to_onehot_y=True for label targets")
     if activation == "softmax" and n_classes == 1:
         raise ValueError("activation='softmax' needs at least 2 output channels, got 1; use activation='sigmoid'")
     if activation is None and check_range:

@@ -7,8 +7,9 @@ with ``(w_base, w_aux) = (1, 1)`` or ``schedule(epoch)``. CE + Dice equals MONAI
 Eq. 5: CE + Dice + alpha * RM) and carries the rival losses' epoch-wise re-weighting.
 
 By default the activation is computed once per call and shared: ``log P = log_softmax(input)``,
-``P = exp(log P)``, CE = NLL of ``log P``, Dice = MONAI ``DiceLoss`` of ``P``, and terms with a softmax
-and a ``from_probabilities`` method (``ResidualMomentLoss``) take ``P``. ``DiceCELoss`` and every term
+``P = exp(log P)``, CE = NLL of ``log P``, Dice = MONAI ``DiceLoss`` of ``P`` against the one-hot labels,
+and terms with a softmax and a ``from_probabilities`` method (``ResidualMomentLoss``) take ``P`` and that
+same one-hot tensor. ``DiceCELoss`` and every term
 applying its own activation to the logits compute the softmax (and, for CE, the log-softmax) again,
 forward and backward (measured: ``benchmarks/rm_loss.py``).
 """
@@ -21,7 +22,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss, DiceLoss
+from monai.networks.utils import one_hot
 from torch import nn
+
+from rmseg.losses._utils import check_input_and_target
 
 
 def _accepted_context(module: nn.Module) -> set[str] | None:
@@ -95,7 +99,7 @@ class SegmentationLoss(nn.Module):
         )
         self.share_activation = share_activation
         self.dice = (
-            DiceLoss(to_onehot_y=True, softmax=False, include_background=include_background_dice)
+            DiceLoss(to_onehot_y=False, softmax=False, include_background=include_background_dice)
             if self.use_base
             else None
         )
@@ -128,24 +132,20 @@ class SegmentationLoss(nn.Module):
         w_base, w_aux = self.weights
         components: dict[str, torch.Tensor] = {}
         total = input.new_zeros(())
-        shared = self.share_activation and input.ndim >= 3 and input.shape[1] > 1
-        log_probs = probs = None
-        if shared and self.base is not None:
-            log_probs = torch.log_softmax(input, dim=1)
-            probs = log_probs.exp()
-        elif shared and any(self._takes_softmax):
-            probs = torch.softmax(input, dim=1)
+        labels = target
+        if target.ndim == input.ndim and target.shape[1] != 1 and target.shape[1] == input.shape[1]:
+            labels = target.argmax(dim=1, keepdim=True)
+        shared = self._shared_activation(input, labels)
         if self.base is not None:
-            labels = target
-            if target.shape[1] != 1 and target.shape[1] == input.shape[1]:
-                labels = target.argmax(dim=1, keepdim=True)
-            base = self.base(input, labels) if log_probs is None else self._shared_base(log_probs, probs, labels)
+            base = self.base(input, labels) if shared is None else self._shared_base(shared, labels)
             components["ce_dice"] = base.detach()
             total = total + w_base * base
         for name, term, accepted, takes in zip(self._term_names, self.terms, self._context_names, self._takes_softmax):
             kwargs = context if accepted is None else {k: v for k, v in context.items() if k in accepted}
-            if probs is not None and takes:
-                value = term.from_probabilities(probs, target, check_range=False, **kwargs)
+            if shared is not None and takes:
+                labelled = labels is target and getattr(term, "to_onehot_y", False)
+                one_hot = shared["one_hot"] if labelled else None
+                value = term.from_probabilities(shared["probs"], target, check_range=False, one_hot=one_hot, **kwargs)
             else:
                 value = term(input, target, **kwargs)
             components[name] = value.detach()
@@ -154,10 +154,36 @@ class SegmentationLoss(nn.Module):
         self._components = components
         return total
 
-    def _shared_base(self, log_probs: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _shared_activation(self, input: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """``log_probs`` (when CE + Dice is computed), ``probs`` and ``one_hot`` (of ``labels``) for every
+        consumer, or None on the unshared path (``share_activation=False``, a single channel, or nothing
+        to share). Bad labels raise the ValueError every rmseg loss gives."""
+        sharing_terms = any(self._takes_softmax)
+        if not self.share_activation or input.ndim < 3 or input.shape[1] < 2:
+            return None
+        if self.base is None and not sharing_terms:
+            return None
+        if sharing_terms and labels.is_floating_point():
+            check_input_and_target(input, labels, "softmax", True)  # non-integer labels
+        shared: dict[str, torch.Tensor] = {}
+        if self.base is not None:
+            shared["log_probs"] = torch.log_softmax(input, dim=1)
+            shared["probs"] = shared["log_probs"].exp()
+        else:
+            shared["probs"] = torch.softmax(input, dim=1)
+        if sharing_terms or self.lambda_dice > 0:
+            try:  # scatter checks the label range in its own pass
+                shared["one_hot"] = one_hot(labels.long(), num_classes=input.shape[1], dim=1, dtype=input.dtype)
+            except RuntimeError:
+                check_input_and_target(input, labels, "softmax", True)  # raises ValueError naming the labels
+                raise
+        return shared
+
+    def _shared_base(self, shared: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         """``lambda_ce * CE + lambda_dice * Dice`` from the shared activation; a part whose weight is 0 is
         skipped (``DiceCELoss`` computes it and multiplies by 0: the same value)."""
-        if labels.ndim != log_probs.ndim or labels.shape[1] != 1:
+        log_probs = shared["log_probs"]
+        if labels.ndim != log_probs.ndim or labels.shape[1] != 1 or labels.shape[2:] != log_probs.shape[2:]:
             raise ValueError(
                 f"target shape {tuple(labels.shape)} does not match input shape {tuple(log_probs.shape)}: "
                 f"expected labels ({log_probs.shape[0]}, 1, ...) or one-hot ({log_probs.shape[0]}, {log_probs.shape[1]}, ...)"
@@ -166,7 +192,7 @@ class SegmentationLoss(nn.Module):
         if self.lambda_ce > 0:
             base = base + self.lambda_ce * F.nll_loss(log_probs, labels[:, 0].long())
         if self.lambda_dice > 0:
-            base = base + self.lambda_dice * self.dice(probs, labels)
+            base = base + self.lambda_dice * self.dice(shared["probs"], shared["one_hot"])
         return base
 
     @property

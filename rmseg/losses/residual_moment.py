@@ -308,20 +308,29 @@ class ResidualMomentLoss(nn.Module):
         full_shape: torch.Tensor | None = None,
         *,
         check_range: bool = True,
+        one_hot: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Loss of ``probabilities`` ``(B, C, *S)``: this loss's activation already applied to the logits
         (e.g. the softmax that ``SegmentationLoss`` computes once and shares with CE and Dice).
 
         Equals ``forward(logits, target)`` for ``probabilities = activation(logits)`` with no activation
         here: the residual on the included channels and one weighted sum, so the gradient reaches the
-        logits once, through the caller's activation. Same arguments, checks and result as ``forward``;
-        ``check_range=False`` skips checking that the probabilities lie in ``[0, 1]`` (a pass over them)
-        when the caller computed them. Without ``compile`` the gradient wrt ``probabilities`` is analytic
-        (once-differentiable, none to ``target``); with it, the compiled kernels run without activation.
+        logits once, through the caller's activation. Same arguments, checks and result as ``forward``,
+        plus, for a caller that built these tensors itself: ``check_range=False`` skips checking that
+        probabilities (and a one-hot target) lie in ``[0, 1]`` (a pass over each); ``one_hot`` ``(B, C,
+        *S)``, the label ``target`` already turned into one-hot (``SegmentationLoss`` builds it once for
+        Dice and RM), is used instead of ``target``, which is then neither read nor checked. Without
+        ``compile`` the gradient wrt ``probabilities`` is analytic (once-differentiable, none to the
+        target); with it, the compiled kernels run without activation.
         """
         self._check_spatial_dims(probabilities)
-        check_input_and_target(probabilities, target, None, self.to_onehot_y, check_range=check_range)
-        return self._loss(probabilities, target, None, offset, full_shape, given_probabilities=True)
+        to_onehot_y = self.to_onehot_y
+        if one_hot is not None:
+            if not self.to_onehot_y:
+                raise ValueError("one_hot is for label targets: this loss has to_onehot_y=False, pass the target only")
+            target, to_onehot_y = one_hot, False
+        check_input_and_target(probabilities, target, None, to_onehot_y, check_range=check_range)
+        return self._loss(probabilities, target, None, offset, full_shape, given_probabilities=True, to_onehot_y=to_onehot_y)
 
     def _check_spatial_dims(self, input: torch.Tensor) -> None:
         if input.ndim != 2 + self.spatial_dims:
@@ -338,7 +347,9 @@ class ResidualMomentLoss(nn.Module):
         offset: torch.Tensor | None,
         full_shape: torch.Tensor | None,
         given_probabilities: bool = False,
+        to_onehot_y: bool | None = None,
     ) -> torch.Tensor:
+        to_onehot_y = self.to_onehot_y if to_onehot_y is None else to_onehot_y
         first = first_channel(input.shape[1], self.include_background)
         spatial = tuple(input.shape[2:])
         batch = input.shape[0]
@@ -355,11 +366,11 @@ class ResidualMomentLoss(nn.Module):
                     f"{full_shape.tolist()}: need 0 <= offset and offset + patch shape <= full_shape"
                 )
             weights = self.weight_map(spatial, weight_dtype, input.device, offset, full_shape)
-        options = (activation, first, self.to_onehot_y)
+        options = (activation, first, to_onehot_y)
         if self.compile:
             per_sample = _CompiledResidualMoment.apply(input, target, weights, *options)
         elif given_probabilities:
-            per_sample = _ResidualMomentOfProbabilities.apply(input, target, weights, first, self.to_onehot_y)
+            per_sample = _ResidualMomentOfProbabilities.apply(input, target, weights, first, to_onehot_y)
         else:
             per_sample = _rm_forward(input, target, weights, *options)
         if self.pixel_reduction == "mean":
