@@ -4,6 +4,7 @@ environment, and two-process runs checked against one-process runs of the same g
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -142,6 +143,10 @@ def test_torchrun_two_processes_match_one_process_and_write_the_run_folder_once(
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["iteration"] == 4 and not any(k.startswith("module.") for k in state["model"])
     assert_close_weights(weights(run), weights(single))
+    # the logged loss is the mean over the ranks' shares: the one-process loss of the global batch
+    logged = [[float(m) for m in re.findall(r"iteration \d/4 loss ([0-9.]+)", (r / "train.log").read_text())]
+              for r in (run, single)]
+    assert len(logged[0]) == 4 and logged[0] == pytest.approx(logged[1], rel=1e-5)
 
 
 @pytest.mark.slow
