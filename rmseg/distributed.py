@@ -47,7 +47,8 @@ class Ranks:
             try:
                 values[key] = int(environ.get(key, "0"))
             except ValueError:
-                raise ValueError(f"{key}={environ[key]!r} is not an integer: launch with torchrun, which sets it") from None
+                raise ValueError(f"{key}={environ[key]!r} is not an integer: launch with torchrun, "
+                                 "which sets it") from None
         world, rank, local = values["WORLD_SIZE"], values["RANK"], values["LOCAL_RANK"]
         if world < 1 or not 0 <= rank < world or not 0 <= local <= rank:
             raise ValueError(f"WORLD_SIZE={world}, RANK={rank}, LOCAL_RANK={local} is not a valid torchrun rank: "
@@ -157,4 +158,6 @@ class Ranks:
         return {k: float(v) / self.world_size for k, v in zip(values, tensor.tolist())}
 
     def _collective_device(self) -> torch.device:
-        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
