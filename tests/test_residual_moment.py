@@ -428,3 +428,11 @@ def test_from_probabilities_with_caller_one_hot_equals_label_target():
         ResidualMomentLoss(ORDERS_2D, to_onehot_y=False).from_probabilities(probs, onehot, one_hot=onehot)
     with pytest.raises(ValueError, match=r"target has 2 channels but input has 3"):
         loss.from_probabilities(probs, labels, one_hot=onehot[:, :2])
+
+
+def test_from_probabilities_float32_sum_stays_accurate_on_a_large_image():
+    # 2 x 512 x 512 foreground values per sample: a naive float32 running sum drifts by ~1e-4.
+    logits, labels = random_case((2, 512, 512), seed=27, dtype=torch.float32)
+    loss = ResidualMomentLoss(ORDERS_2D)
+    reference = loss(logits.double(), labels).item()
+    assert loss.from_probabilities(torch.softmax(logits, 1), labels).item() == pytest.approx(reference, rel=1e-5)
