@@ -3,10 +3,10 @@
 # per-iteration times that forced each reduction, are in results/REPORT.md.
 #
 #   scripts/reproduce_cpu.sh table1        # Table 1: every row x seeds 0,1,2 (RM: mean over pixels)
-#   scripts/reproduce_cpu.sh table1_sum    # Table 1's RM rows again with the sum over pixels (Eq. 4)
+#   ROWS=rm20 scripts/reproduce_cpu.sh table1_sum   # Table 1's RM rows (default all) with the sum over pixels (Eq. 4)
 #   scripts/reproduce_cpu.sh table2        # Table 2: V-Net, RM3, RM4 rows, seed 0 (RM: mean over voxels)
-#   scripts/reproduce_cpu.sh table2_sum    # Table 2's RM rows again with the sum over voxels (Eq. 4)
-#   ROW=rm20 scripts/reproduce_cpu.sh ablation   # alpha 0.1 and 10 on one RM row of Table 1, 3 seeds
+#   ROWS=rm4 scripts/reproduce_cpu.sh table2_sum    # Table 2's RM rows (default rm3,rm4) with the sum over voxels
+#   ROW=rm20 scripts/reproduce_cpu.sh ablation   # RM summed over pixels with alpha 0.1 and 0.01 on one row, 3 seeds
 #   scripts/reproduce_cpu.sh report        # tables and figures from the runs
 #
 # Every run continues from its checkpoint after an interruption (resume=true) and completed runs are
@@ -20,7 +20,7 @@ DATA=${DATA:-${RMSEG_DATA_ROOT:-../shared/data}}
 THREADS=${THREADS:-1}
 RUNS=results/runs/cpu                 # kept apart from results/runs/<table>/ (the paper's full protocol)
 RUNS_SUM=results/runs/cpu_rm_sum      # Table 1's RM rows with the sum over pixels
-RUNS_ALPHA=results/runs/cpu_rm_alpha  # alpha ablation
+RUNS_ALPHA=results/runs/cpu_rm_alpha  # alpha ablation (RM summed over pixels)
 
 COMMON=(resume=true "trainer.num_threads=$THREADS" trainer.progress_bar=false trainer.tensorboard=false)
 
@@ -46,6 +46,10 @@ train_rows() {  # train_rows ROW1,ROW2,... OVERRIDES...: one run per row
     for row in ${rows//,/ }; do train "experiment=$row" "$@"; done
 }
 
+rows() {  # rows TABLE DEFAULT: ROWS=a,b as TABLE/a,TABLE/b, else DEFAULT
+    if [ -n "${ROWS:-}" ]; then echo "$1/${ROWS//,/,$1/}"; else echo "$2"; fi
+}
+
 case "${1:-}" in
     table1)
         for seed in 0 1 2; do
@@ -55,7 +59,7 @@ case "${1:-}" in
         done ;;
     table1_sum)
         for seed in 0 1 2; do
-            train_rows "$TABLE1_RM_ROWS" "seed=$seed" "${TABLE1[@]}" "paths.runs_dir=$RUNS_SUM" \
+            train_rows "$(rows table1 "$TABLE1_RM_ROWS")" "seed=$seed" "${TABLE1[@]}" "paths.runs_dir=$RUNS_SUM" \
                 ++loss.terms.0.pixel_reduction=sum
         done
         # the baseline row is the same runs as in $RUNS (CE + Dice has no RM term)
@@ -65,14 +69,15 @@ case "${1:-}" in
         train_rows "$TABLE2_RM_ROWS" seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS" \
             ++loss.terms.0.pixel_reduction=mean ;;
     table2_sum)
-        train_rows "$TABLE2_RM_ROWS" seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS_SUM" \
+        train_rows "$(rows table2 "$TABLE2_RM_ROWS")" seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS_SUM" \
             ++loss.terms.0.pixel_reduction=sum
         mkdir -p "$RUNS_SUM/table2" && ln -sfn ../../cpu/table2/vnet "$RUNS_SUM/table2/vnet" ;;
     ablation)
-        for alpha in 0.1 10; do
+        # the mean over the 128 x 128 pixels is the sum with alpha / 16384: these fill in between
+        for alpha in 0.1 0.01; do
             for seed in 0 1 2; do
                 train "experiment=table1/${ROW:?ROW= names the Table 1 row, e.g. ROW=rm20}" "seed=$seed" "loss.alpha=$alpha" \
-                    "${TABLE1[@]}" ++loss.terms.0.pixel_reduction=mean "paths.runs_dir=$RUNS_ALPHA/alpha$alpha"
+                    "${TABLE1[@]}" ++loss.terms.0.pixel_reduction=sum "paths.runs_dir=$RUNS_ALPHA/alpha$alpha"
             done
             mkdir -p "$RUNS_ALPHA/alpha$alpha/table1" && ln -sfn ../../../cpu/table1/unet "$RUNS_ALPHA/alpha$alpha/table1/unet"
         done ;;
