@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache, signed_distance_map
+from rmseg.losses._map_weighted import MapWeightedLoss
+from rmseg.losses.distance_maps import DEFAULT_BACKEND, signed_distance_map
 
 __all__ = ["BoundaryLoss"]
 
 
-class BoundaryLoss(nn.Module):
+class BoundaryLoss(MapWeightedLoss):
     """``L = mean_{c, x} p_c(x) * phi_c(x)``, ``phi_c`` the signed distance map of class ``c``.
 
     ``phi_c`` (negative inside, 0 on the inner boundary, exact EDT; see
@@ -37,6 +34,8 @@ class BoundaryLoss(nn.Module):
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
     """
 
+    ground_truth_map = staticmethod(signed_distance_map)
+
     def __init__(
         self,
         include_background: bool = False,
@@ -46,20 +45,4 @@ class BoundaryLoss(nn.Module):
         backend: str = DEFAULT_BACKEND,
         cache_size: int = 0,
     ) -> None:
-        super().__init__()
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
-        check_choice("backend", backend, BACKENDS)
-        self.activation = check_activation(activation)
-        self.include_background = bool(include_background)
-        self.to_onehot_y = bool(to_onehot_y)
-        self.reduction = reduction
-        self.backend = backend
-        self.cache = map_cache(cache_size)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs, onehot = prepare_probabilities_and_onehot(
-            input, target, self.activation, self.to_onehot_y, self.include_background
-        )
-        phi = signed_distance_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
-        per_sample = (probs * phi).flatten(1).mean(1)
-        return reduce_batch(per_sample, self.reduction)
+        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)

@@ -3,16 +3,13 @@ image segmentation", Pattern Recognition 2023 / arXiv 2108.01405, 2021)."""
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
-from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache, rectified_region_map
+from rmseg.losses._map_weighted import MapWeightedLoss
+from rmseg.losses.distance_maps import DEFAULT_BACKEND, rectified_region_map
 
 __all__ = ["RegionWiseLoss"]
 
 
-class RegionWiseLoss(nn.Module):
+class RegionWiseLoss(MapWeightedLoss):
     """``L = mean_{c, x} p_c(x) * RRW_c(x)``, rectified region-wise maps from the ground truth.
 
     ``RRW_c(x) = -d_c(x) / max d_c`` inside class ``c`` (``d_c``: distance to the class border,
@@ -36,6 +33,8 @@ class RegionWiseLoss(nn.Module):
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
     """
 
+    ground_truth_map = staticmethod(rectified_region_map)
+
     def __init__(
         self,
         include_background: bool = True,
@@ -45,20 +44,4 @@ class RegionWiseLoss(nn.Module):
         backend: str = DEFAULT_BACKEND,
         cache_size: int = 0,
     ) -> None:
-        super().__init__()
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
-        check_choice("backend", backend, BACKENDS)
-        self.activation = check_activation(activation)
-        self.include_background = bool(include_background)
-        self.to_onehot_y = bool(to_onehot_y)
-        self.reduction = reduction
-        self.backend = backend
-        self.cache = map_cache(cache_size)
-
-    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        probs, onehot = prepare_probabilities_and_onehot(
-            input, target, self.activation, self.to_onehot_y, self.include_background
-        )
-        rrw = rectified_region_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
-        per_sample = (probs * rrw).flatten(1).mean(1)
-        return reduce_batch(per_sample, self.reduction)
+        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)

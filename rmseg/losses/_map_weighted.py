@@ -1,0 +1,48 @@
+"""Losses of the form ``mean_{c, x} p_c(x) * M_c(x)`` with a map ``M`` fixed by the ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
+from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache
+
+
+class MapWeightedLoss(nn.Module):
+    """Probabilities weighted by a ground-truth map, averaged over voxels and classes per sample.
+
+    Subclasses set ``ground_truth_map(mask, backend, cache) -> map`` (computed on the CPU without
+    gradient, see :mod:`rmseg.losses.distance_maps`) and document their own arguments.
+    """
+
+    ground_truth_map: Callable
+
+    def __init__(
+        self,
+        include_background: bool,
+        activation: str | None = "softmax",
+        to_onehot_y: bool = True,
+        reduction: str = "mean",
+        backend: str = DEFAULT_BACKEND,
+        cache_size: int = 0,
+    ) -> None:
+        super().__init__()
+        check_choice("reduction", reduction, ("mean", "sum", "none"))
+        check_choice("backend", backend, BACKENDS)
+        self.activation = check_activation(activation)
+        self.include_background = bool(include_background)
+        self.to_onehot_y = bool(to_onehot_y)
+        self.reduction = reduction
+        self.backend = backend
+        self.cache = map_cache(cache_size)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs, onehot = prepare_probabilities_and_onehot(
+            input, target, self.activation, self.to_onehot_y, self.include_background
+        )
+        weights = type(self).ground_truth_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
+        per_sample = (probs * weights).flatten(1).mean(1)
+        return reduce_batch(per_sample, self.reduction)
