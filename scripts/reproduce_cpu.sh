@@ -82,12 +82,13 @@ case "${1:-}" in
             mkdir -p "$RUNS_ALPHA/alpha$alpha/table1" && ln -sfn ../../../cpu/table1/unet "$RUNS_ALPHA/alpha$alpha/table1/unet"
         done ;;
     report)
-        "$PY" -m rmseg.tables --runs "$RUNS" --out results/tables/cpu
-        "$PY" -m rmseg.tables --runs "$RUNS_SUM" --out results/tables/cpu_rm_sum
+        "$PY" -m rmseg.tables --runs "$RUNS" --out results/tables/cpu --table table1 --table table2
+        "$PY" -m rmseg.tables --runs "$RUNS_SUM" --out results/tables/cpu_rm_sum --table table1 --table table2
         for dir in "$RUNS_ALPHA"/alpha*; do
             [ -d "$dir" ] && "$PY" -m rmseg.tables --runs "$dir" --out "results/tables/cpu_rm_alpha/$(basename "$dir")" --table table1
         done
-        "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/cpu ;;
+        "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/cpu
+        "$PY" -m rmseg.figures --runs "$RUNS_SUM" --out results/figures/cpu_rm_sum ;;
     *)
         echo "usage: $0 table1 | table1_sum | table2 | table2_sum | ablation | report" >&2
         exit 2 ;;
