@@ -172,7 +172,7 @@ def build_figures(
             preds = {f"{spec.baseline} (seed {seed})": load_prediction(paths[0]), f"{best} (seed {seed})": load_prediction(paths[1])}
             if np.asarray(case["label"]).ndim == 3:
                 preds = {"ground truth": None, **preds}
-            out = out_dir / f"{stem}_{cid}.png"
+            out = out_dir / f"{stem}_case{drawn + 1}.png"  # numbered: the case id is in the title
             written.append(overlay_figure(case["image"], case["label"], preds, structures, out, title=f"{spec.dataset}: case {cid}"))
             drawn += 1
         if not drawn:

@@ -67,5 +67,5 @@ def test_build_figures_from_run_folders(tmp_path):
     rng = np.random.default_rng(2)
     cases = [{"id": cid, "image": rng.random((3, 40, 48)), "label": lab} for cid, lab in gt.items()]
     written, skipped = build_figures(runs, tmp_path / "figures", load_cases=lambda run_dir: cases)
-    assert [p.name for p in written] == ["fig2_gs_g1.png", "fig2_gs_g2.png"]
+    assert [p.name for p in written] == ["fig2_gs_case1.png", "fig2_gs_case2.png"]
     assert skipped and skipped[0].startswith("table2")  # no LA runs in the fixture: skipped, not faked
