@@ -82,6 +82,27 @@ def time_call(
     return times
 
 
+def time_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device | str
+) -> dict[str, list[float]]:
+    """Seconds of each call, ``repeats`` rounds of one call per function after ``warmup`` rounds.
+
+    Interleaving keeps a change in the machine's load from favouring one variant over another.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def summarize(times: Sequence[float]) -> dict[str, float]:
     """``{"median_s", "min_s", "max_s", "repeats"}`` of a list of timings in seconds."""
     if len(times) == 0:

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 from benchmarks.common import REPO_ROOT, bench_parser, markdown_table, write_report
 

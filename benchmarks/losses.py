@@ -20,13 +20,12 @@ the two maps is recorded (the default backend of ``rmseg.losses.distance_maps`` 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from benchmarks.common import bench_parser, markdown_table, pick_device, synchronize, write_report
+from benchmarks.common import bench_parser, markdown_table, pick_device, time_interleaved, write_report
 from rmseg.losses import (
     AdaptiveRegionLoss,
     BoundaryLoss,
@@ -70,21 +69,6 @@ def loss_factories(spatial_dims: int) -> dict[str, Callable[[], torch.nn.Module]
     }
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, list[float]]:
-    """One warm-up call of each, then ``repeats`` rounds calling each once; seconds per call."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
 def bench_losses(case: str, shape: tuple[int, ...], repeats: int, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     logits = torch.randn(shape, device=device, requires_grad=True)
@@ -98,7 +82,7 @@ def bench_losses(case: str, shape: tuple[int, ...], repeats: int, device: torch.
 
         return run
 
-    times = interleaved({name: step(loss) for name, loss in losses.items()}, repeats, device)
+    times = time_interleaved({name: step(loss) for name, loss in losses.items()}, repeats, 1, device)
     base = statistics.median(times["ce_dice"])
     return [
         {
@@ -125,7 +109,7 @@ def bench_edt(case: str, shape: tuple[int, ...], repeats: int) -> list[dict]:
     except ImportError:
         pass
     maps = {b: signed_distance_map(masks, backend=b) for b in backends}
-    times = interleaved({b: (lambda b=b: signed_distance_map(masks, backend=b)) for b in backends}, repeats,
+    times = time_interleaved({b: (lambda b=b: signed_distance_map(masks, backend=b)) for b in backends}, repeats, 1,
                         torch.device("cpu"))
     diff = float(np.abs(maps["edt"] - maps["scipy"]).max()) if "edt" in maps else None
     base = statistics.median(times["scipy"])

@@ -34,7 +34,7 @@ from monai.networks.nets import UNet
 from monai.networks.utils import one_hot
 from torch import nn
 
-from benchmarks.common import bench_parser, markdown_table, synchronize, write_report
+from benchmarks.common import bench_parser, markdown_table, synchronize, time_interleaved, write_report
 from rmseg.losses import ResidualMomentLoss, SegmentationLoss
 from rmseg.losses._utils import prepare_probabilities_and_onehot
 
@@ -62,24 +62,6 @@ class NaiveResidualMomentLoss(nn.Module):
                 weight = weight * coord.pow(power).view(view)
             total = total + (weight * probs - weight * onehot).square().flatten(1).sum(dim=1)
         return total.mean()
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[], object]], repeats: int, warmup: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Seconds of each call, ``repeats`` rounds of one call per function after ``warmup`` rounds."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def median(values: list[float]) -> float:

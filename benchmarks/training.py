@@ -286,7 +286,7 @@ def to_markdown(results: list[dict[str, Any]], device: torch.device) -> str:
         "",
         "One SGD iteration of rmseg's objective (forward, CE + Dice + RM, backward, step), per variant, "
         "from the same weights on the same synthetic batches. `median_s` over the timed steps (first "
-        f"`warmup` steps untimed; `first_step_s` includes compilation). Curve: largest relative difference "
+        "`warmup` steps untimed; `first_step_s` includes compilation). Curve: largest relative difference "
         "of the loss to fp32 over the run.",
         "",
     ]

@@ -227,3 +227,13 @@ def test_run_all_orders_benchmarks():
     assert {"training", "inference", "scaling", "time_to_table"} <= set(names)
     assert names[-1] == "time_to_table"
     assert not {"common", "run_all", "__init__"} & set(names)
+
+
+def test_time_interleaved_alternates_the_variants_after_warmup():
+    from benchmarks.common import time_interleaved
+
+    calls: list[str] = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 2, "cpu")
+    assert calls == ["a", "b"] * 5  # 2 warm-up rounds, then 3 timed rounds, one call of each per round
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
