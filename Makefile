@@ -55,8 +55,8 @@ reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, reg
 
 reproduce-cpu: $(STAMP)  ## reduced CPU protocol of both tables on the real data (results/REPORT.md), tables and figures
 	@test -d "$(DATA)/drishti-gs1" -a -d "$(DATA)/la2018" || { echo "reproduce-cpu: no drishti-gs1/ and la2018/ under DATA=$(DATA); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }
-	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1 & DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2; wait
-	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1_sum & DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2_sum; wait
+	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1 & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2; second=$$?; wait $$first && test $$second -eq 0
+	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1_sum & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2_sum; second=$$?; wait $$first && test $$second -eq 0
 	DATA=$(abspath $(DATA)) ROW=$(or $(ROW),rm20) scripts/reproduce_cpu.sh ablation
 	scripts/reproduce_cpu.sh report
 
