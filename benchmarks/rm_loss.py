@@ -18,20 +18,24 @@ compared with the CE+Dice of its own path (``added_vs_ce_dice_pct``) and with ``
 (``added_vs_dicece_pct``). The naive, fused and shared values are compared and the difference recorded.
 
 Training step: one SGD step (zero_grad, forward, loss, backward, step) of MONAI's 2D UNet in the
-Table 1 setting (in 3, out 3, channels 16-256, strides 2, batch 4, ``--step-size`` pixels square),
-with CE+Dice and with CE+Dice+RM, unshared and shared.
+Table 1 setting (in 3, out 3, strides 2, batch 4, ``--step-size`` pixels square; by default the widths
+of ``configs/model/unet2d.yaml``, 64..1024, and 16..256 with ``--quick`` or ``--step-channels``), with
+CE+Dice and with CE+Dice+RM, unshared and shared.
 
-    python -m benchmarks.rm_loss [--quick] [--repeats N] [--step-repeats N] [--compile] [--device auto|cpu|cuda]
+    python -m benchmarks.rm_loss [--quick] [--repeats N] [--step-repeats N] [--step-channels 16,32,64,128,256]
+        [--compile] [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from monai.networks.nets import UNet
 from monai.networks.utils import one_hot
+from omegaconf import OmegaConf
 from torch import nn
 
 from benchmarks.common import bench_parser, markdown_table, synchronize, time_interleaved, write_report
@@ -41,6 +45,8 @@ from rmseg.losses._utils import prepare_probabilities_and_onehot
 ORDERS_2D = [(2, 0), (0, 2), (2, 2)]
 ORDERS_3D = [(2, 0, 0), (0, 2, 0), (0, 0, 2), (2, 2, 2)]
 NO_GPU = "not measured: no GPU on this machine"
+PROTOCOL_CHANNELS = tuple(OmegaConf.load(Path(__file__).parents[1] / "configs/model/unet2d.yaml").channels)
+REDUCED_CHANNELS = (16, 32, 64, 128, 256)
 
 
 class NaiveResidualMomentLoss(nn.Module):
@@ -162,11 +168,11 @@ def bench_losses(case: str, shape, orders, device, repeats: int, compile_rm: boo
     return rows
 
 
-def bench_training_step(size: int, device, repeats: int, compile_rm: bool) -> list[dict]:
+def bench_training_step(size: int, channels: tuple[int, ...], device, repeats: int, compile_rm: bool) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn((4, 3, size, size), generator=generator).to(device)
     labels = torch.randint(0, 3, (4, 1, size, size), generator=generator).to(device)
-    model = UNet(spatial_dims=2, in_channels=3, out_channels=3, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
+    model = UNet(spatial_dims=2, in_channels=3, out_channels=3, channels=channels, strides=(2,) * (len(channels) - 1))
     model = model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     fused = ResidualMomentLoss(ORDERS_2D)
@@ -223,7 +229,7 @@ def bench_training_step(size: int, device, repeats: int, compile_rm: bool) -> li
             share = None
         rows.append(
             {
-                "case": f"UNet 2D step 4x3x{size}x{size}",
+                "case": f"UNet {channels[0]}..{channels[-1]} 2D step 4x3x{size}x{size}",
                 "variant": name,
                 "device": str(device),
                 "median_ms": 1e3 * median(values),
@@ -268,6 +274,11 @@ def main() -> None:
     parser.add_argument("--step-size", type=int, default=None, help="UNet step image size (default 512; 128 with --quick)")
     parser.add_argument("--skip-step", action="store_true", help="do not time the UNet training step")
     parser.add_argument("--step-repeats", type=int, default=None, help="UNet step repeats (default min(repeats, 5))")
+    parser.add_argument(
+        "--step-channels", default=None,
+        help=f"UNet widths, comma-separated (default the protocol's {','.join(map(str, PROTOCOL_CHANNELS))}; "
+        f"{','.join(map(str, REDUCED_CHANNELS))} with --quick)",
+    )
     parser.add_argument("--note", default="", help="a sentence on the run's conditions, written into the report")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7 if not args.full else 15)
@@ -283,13 +294,22 @@ def main() -> None:
             raise ValueError(f"--device {args.device} asked for but CUDA is not available; use auto or cpu")
     shape_2d, shape_3d = ((4, 3, 128, 128), (2, 2, 48, 48, 32)) if args.quick else ((4, 3, 512, 512), (2, 2, 112, 112, 80))
     step_size = args.step_size or (128 if args.quick else 512)
+    if args.step_channels is None:
+        step_channels = REDUCED_CHANNELS if args.quick else PROTOCOL_CHANNELS
+    else:
+        try:
+            step_channels = tuple(int(c) for c in args.step_channels.split(","))
+        except ValueError:
+            raise ValueError(f"--step-channels {args.step_channels!r}: give integers separated by commas, e.g. 16,32,64") from None
+        if len(step_channels) < 2 or min(step_channels) < 1:
+            raise ValueError(f"--step-channels {args.step_channels!r}: give at least two positive widths, e.g. 16,32,64")
 
     rows: list[dict] = []
     for device in devices:
         rows += bench_losses(f"2D {'x'.join(map(str, shape_2d))}, 3 orders", shape_2d, ORDERS_2D, device, repeats, args.compile)
         rows += bench_losses(f"3D {'x'.join(map(str, shape_3d))}, 4 orders", shape_3d, ORDERS_3D, device, repeats, args.compile)
         if not args.skip_step:
-            rows += bench_training_step(step_size, device, args.step_repeats or max(1, min(repeats, 5)), args.compile)
+            rows += bench_training_step(step_size, step_channels, device, args.step_repeats or max(1, min(repeats, 5)), args.compile)
 
     table = markdown_table(
         rows,
@@ -329,6 +349,7 @@ def main() -> None:
         "devices": [str(d) for d in devices],
         "gpu": None if any(d.type == "cuda" for d in devices) else NO_GPU,
         "step_size": None if args.skip_step else step_size,
+        "step_channels": None if args.skip_step else list(step_channels),
     }
     md_path, _ = write_report("rm_loss", markdown, data, device=devices[-1], out_dir=args.out_dir)
     print(md_path.read_text())

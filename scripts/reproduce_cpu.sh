@@ -6,6 +6,7 @@
 #   ROWS=rm20 scripts/reproduce_cpu.sh table1_sum   # Table 1's RM rows (default all) with the sum over pixels (Eq. 4)
 #   scripts/reproduce_cpu.sh table2        # Table 2: V-Net, RM3, RM4 rows, seed 0 (RM: mean over voxels)
 #   ROWS=rm4 scripts/reproduce_cpu.sh table2_sum    # Table 2's RM rows (default rm3,rm4) with the sum over voxels
+#   scripts/reproduce_cpu.sh table2_long   # Table 2 as table2 but 3000 iterations (lr step after 1250), own folder
 #   ROW=rm20 scripts/reproduce_cpu.sh ablation   # RM summed over pixels with alpha 0.1 and 0.01 on one row, 3 seeds
 #   scripts/reproduce_cpu.sh report        # tables and figures from the runs
 #
@@ -21,6 +22,7 @@ THREADS=${THREADS:-1}
 RUNS=results/runs/cpu                 # kept apart from results/runs/<table>/ (the paper's full protocol)
 RUNS_SUM=results/runs/cpu_rm_sum      # Table 1's RM rows with the sum over pixels
 RUNS_ALPHA=results/runs/cpu_rm_alpha  # alpha ablation (RM summed over pixels)
+RUNS_LA_LONG=results/runs/cpu_la3000  # Table 2 with three times the iterations
 
 COMMON=(resume=true "trainer.num_threads=$THREADS" trainer.progress_bar=false trainer.tensorboard=false)
 
@@ -36,6 +38,9 @@ TABLE1_RM_ROWS=table1/mse,table1/rm10,table1/rm10_01,table1/rm20,table1/rm20_02,
 TABLE2=("data.patch_size=[64,64,48]" data.batch_size=2 model.base_filters=8 trainer.max_iters=1000
         trainer.checkpoint_every=250 optim.lr_step_iters=417 "eval.roi_size=[64,64,48]" "eval.strides=[48,48,40]")
 TABLE2_RM_ROWS=table2/rm3,table2/rm4
+# The same with 3000 iterations and the lr step after 1250 (2500 of 6000 scaled); everything else as TABLE2.
+TABLE2_LONG=("${TABLE2[@]/trainer.max_iters=1000/trainer.max_iters=3000}")
+TABLE2_LONG=("${TABLE2_LONG[@]/optim.lr_step_iters=417/optim.lr_step_iters=1250}")
 
 train() {  # one run per call: an override of loss.terms.0 cannot go through a multirun's base config
     RMSEG_DATA_ROOT="$(cd "$DATA" && pwd)" "$PY" -m rmseg.train "$@" "${COMMON[@]}"
@@ -72,6 +77,16 @@ case "${1:-}" in
         train_rows "$(rows table2 "$TABLE2_RM_ROWS")" seed=0 "${TABLE2[@]}" "paths.runs_dir=$RUNS_SUM" \
             ++loss.terms.0.pixel_reduction=sum
         mkdir -p "$RUNS_SUM/table2" && ln -sfn ../../cpu/table2/vnet "$RUNS_SUM/table2/vnet" ;;
+    table2_long)  # the three rows side by side, one process each; SEEDS="0 1 2" for more seeds (default 0)
+        pids=()
+        for row in table2/vnet $(echo "$TABLE2_RM_ROWS" | tr , ' '); do
+            extra=(); [ "$row" != table2/vnet ] && extra=(++loss.terms.0.pixel_reduction=mean)
+            (for seed in ${SEEDS:-0}; do
+                 train "experiment=$row" "seed=$seed" "${TABLE2_LONG[@]}" "paths.runs_dir=$RUNS_LA_LONG" "${extra[@]}"
+             done) & pids+=($!)
+        done
+        status=0; for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+        exit $status ;;
     ablation)
         # the mean over the 128 x 128 pixels is the sum with alpha / 16384: these fill in between
         for alpha in 0.1 0.01; do
@@ -87,9 +102,10 @@ case "${1:-}" in
         for dir in "$RUNS_ALPHA"/alpha*; do
             [ -d "$dir" ] && "$PY" -m rmseg.tables --runs "$dir" --out "results/tables/cpu_rm_alpha/$(basename "$dir")" --table table1
         done
+        [ -d "$RUNS_LA_LONG" ] && "$PY" -m rmseg.tables --runs "$RUNS_LA_LONG" --out results/tables/cpu_la3000 --table table2
         "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/cpu
         "$PY" -m rmseg.figures --runs "$RUNS_SUM" --out results/figures/cpu_rm_sum ;;
     *)
-        echo "usage: $0 table1 | table1_sum | table2 | table2_sum | ablation | report" >&2
+        echo "usage: $0 table1 | table1_sum | table2 | table2_sum | table2_long | ablation | report" >&2
         exit 2 ;;
 esac
