@@ -248,15 +248,24 @@ def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
     assert OmegaConf.load(final / "config.yaml").trainer.amp is True
 
 
-def test_demo_trains_every_row_and_prints_the_table(tmp_path):
+def test_make_demo_command_runs_both_tables_end_to_end(tmp_path, repo_root):
+    """The demo exactly as ``make demo`` runs it (``python -m rmseg.demo``, default rows and iterations),
+    only its folders moved into ``tmp_path``; a second call skips every completed run."""
     from rmseg.config import experiment_names
-    from rmseg.demo import run_demo
 
-    (markdown,) = run_demo(str(tmp_path / "results"), ["table1"], max_iters=2, data_dir=str(tmp_path / "data"))
-    for experiment in experiment_names("table1"):
-        assert (tmp_path / "results" / "runs" / experiment / "seed0" / "summary.json").is_file()
-        row = experiment.split("/")[1]
-        assert any(line.startswith(f"| {row} | rmseg | ") and "—" not in line for line in markdown.splitlines()), row
+    command = [sys.executable, "-m", "rmseg.demo", "--results", str(tmp_path / "results"),
+               "--data-dir", str(tmp_path / "data")]
+    first = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for family in ("table1", "table2"):
+        assert (tmp_path / "results" / "tables" / f"{family}.md").is_file()
+        for experiment in experiment_names(family):
+            assert (tmp_path / "results" / "runs" / experiment / "seed0" / "summary.json").is_file()
+            row = experiment.split("/")[1]
+            assert any(line.startswith(f"| {row} | rmseg | ") and "—" not in line for line in first.stdout.splitlines()), row
+    second = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout.count("skipped (complete)") == len(experiment_names("table1")) + len(experiment_names("table2"))
 
 
 @pytest.mark.slow
