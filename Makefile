@@ -49,12 +49,12 @@ reproduce-la: $(STAMP)  ## Table 2: every row x SEEDS with the comparison's prot
 EXTENDED := $(shell cd configs/experiment && ls extended/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 
 reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, region-wise, adaptive region) on both datasets, then the extended tables
-	@test -d "$(DATA)/drishti-gs1" -a -d "$(DATA)/la2018" || { echo "reproduce-extended: no drishti-gs1/ and la2018/ under DATA=$(DATA); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }
+	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-extended: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
 	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(EXTENDED) seed=$(SEEDS)
 	$(PY) -m rmseg.tables --table extended_gs --table extended_la
 
 reproduce-cpu: $(STAMP)  ## reduced CPU protocol of both tables on the real data (results/REPORT.md), tables and figures
-	@test -d "$(DATA)/drishti-gs1" -a -d "$(DATA)/la2018" || { echo "reproduce-cpu: no drishti-gs1/ and la2018/ under DATA=$(DATA); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }
+	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-cpu: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
 	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1 & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2; second=$$?; wait $$first && test $$second -eq 0
 	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1_sum & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2_sum; second=$$?; wait $$first && test $$second -eq 0
 	DATA=$(abspath $(DATA)) ROW=$(or $(ROW),rm20) scripts/reproduce_cpu.sh ablation

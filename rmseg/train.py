@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -105,8 +106,10 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
             _positive(trainer[key], f"trainer.{key}")
     if trainer["device"] not in ("auto", "cpu") and not trainer["device"].startswith("cuda"):
         raise ValueError(f"trainer.device={trainer['device']!r} must be auto, cpu or cuda[:N]")
-    if trainer["amp"] and trainer["amp_dtype"] == "float16" and _device(trainer["device"]).type != "cuda":
-        raise ValueError("trainer.amp_dtype=float16 needs a CUDA device: use amp_dtype=bfloat16 on CPU")
+    fp16 = trainer["amp"] and trainer["amp_dtype"] == "float16"
+    if fp16 and not float16_amp_available(_device(trainer["device"]).type):
+        raise ValueError("trainer.amp_dtype=float16 needs a CUDA device or a PyTorch with float16 autocast and "
+                         "GradScaler on CPU (2.3 or later): use amp_dtype=bfloat16 on CPU")
     if optim["name"] != "sgd":
         raise ValueError(f"optim.name={optim['name']!r} is unknown: use sgd")
     for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
@@ -118,6 +121,21 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     eval_config(cfg.eval)
     check_rm_orders(resolved["loss"], data.spatial_dims, data.name)
     return resolved
+
+
+def float16_amp_available(device_type: str) -> bool:
+    """Whether float16 autocast and a GradScaler run on ``device_type`` (always on CUDA; on CPU from PyTorch 2.3)."""
+    if device_type == "cuda":
+        return True
+    try:
+        torch.amp.GradScaler(device_type)
+        with warnings.catch_warnings():  # an unsupported dtype only warns and disables autocast
+            warnings.simplefilter("ignore")
+            with torch.autocast(device_type, dtype=torch.float16):
+                probe = torch.nn.functional.linear(torch.ones(1, 1), torch.ones(1, 1))
+    except (AttributeError, RuntimeError, TypeError, ValueError):
+        return False
+    return probe.dtype == torch.float16
 
 
 def _device(name: str) -> torch.device:

@@ -150,6 +150,26 @@ def test_training_rejects_untimed_runs():
         benchmark_setting("table1", ("fp32",), steps=1, warmup=1, device=CPU)
 
 
+# ---------------------------------------------------------------- losses
+
+
+def test_losses_quick_report_times_every_loss_and_edt_backend(tmp_path):
+    from benchmarks import losses
+
+    losses.main(["--quick", "--repeats", "1", "--device", "cpu", "--out-dir", str(tmp_path)])
+    report = json.loads((tmp_path / "losses_quick.json").read_text())
+    markdown = (tmp_path / "losses_quick.md").read_text()
+    for case, shape in losses.QUICK_SHAPES.items():
+        rows = {r["loss"]: r for r in report["losses"] if r["case"] == case}
+        assert list(rows) == list(losses.loss_factories(len(shape) - 2)), case
+        assert all(r["median_s"] > 0 and r["min_s"] > 0 and r["repeats"] == 1 for r in rows.values()), rows
+        assert rows["ce_dice"]["ratio_to_ce_dice"] == 1
+        assert all(f"| {case} | {rows[name]['shape']} | {name} |" in markdown for name in rows), case
+        edt = {r["backend"]: r for r in report["edt"] if r["case"] == case}
+        assert "scipy" in edt and all(r["median_s"] > 0 for r in edt.values())
+        assert all(r["max_abs_diff_vs_scipy"] < 1e-3 for r in edt.values())  # both backends are exact
+
+
 # ---------------------------------------------------------------- inference
 
 

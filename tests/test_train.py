@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,8 +86,8 @@ def test_loader_workers_do_not_change_the_batches(tmp_path, data_dir):
     assert_same_weights(final_weights(serial), final_weights(workers))
 
 
-def _sigterm_at_first_checkpoint(monkeypatch):
-    """Deliver SIGTERM to this process right after the first periodic checkpoint is written."""
+def _signal_at_first_checkpoint(monkeypatch, signum: int = signal.SIGTERM):
+    """Deliver ``signum`` to this process right after the first periodic checkpoint is written."""
     real_save = train_module.save_checkpoint
     calls = []
 
@@ -94,20 +95,26 @@ def _sigterm_at_first_checkpoint(monkeypatch):
         real_save(path, state)
         calls.append(state["iteration"])
         if len(calls) == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signum)
 
     monkeypatch.setattr(train_module, "save_checkpoint", save_then_signal)
     return calls
 
 
-@pytest.mark.parametrize("experiment", ["table1/rm20", "table2/rm3"])
-def test_kill_and_resume_reaches_the_same_final_weights(experiment, tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("experiment, signum", [
+    pytest.param("table1/rm20", signal.SIGTERM, id="table1-SIGTERM"),
+    pytest.param("table2/rm3", signal.SIGTERM, id="table2-SIGTERM"),
+    pytest.param("table1/rm20", signal.SIGINT, id="table1-SIGINT"),  # Ctrl-C: the same checkpoint and resume
+])
+def test_kill_and_resume_reaches_the_same_final_weights(experiment, signum, tmp_path, data_dir, monkeypatch):
     extra = ("trainer.max_iters=4", "trainer.checkpoint_every=2")
     uninterrupted = train(tiny(experiment, tmp_path / "a", data_dir, *extra))
 
-    calls = _sigterm_at_first_checkpoint(monkeypatch)
-    with pytest.raises(KeyboardInterrupt, match="SIGTERM: run interrupted at iteration 2"):
+    calls = _signal_at_first_checkpoint(monkeypatch, signum)
+    name = signal.Signals(signum).name
+    with pytest.raises(KeyboardInterrupt, match=f"{name}: run interrupted at iteration 2") as stop:
         train(tiny(experiment, tmp_path / "b", data_dir, *extra))
+    assert stop.value.signum == signum  # rmseg-train exits with 128 + signum
     assert calls == [2, 2]  # the periodic checkpoint, then the one taken on the signal
     interrupted = run_dir(tmp_path / "b" / "runs", experiment, 0)
     assert interrupted.checkpoint.is_file() and not interrupted.final.exists()
@@ -124,7 +131,7 @@ def test_kill_and_resume_reaches_the_same_final_weights(experiment, tmp_path, da
 
 
 def test_resume_with_a_different_config_lists_the_keys(tmp_path, data_dir, monkeypatch):
-    _sigterm_at_first_checkpoint(monkeypatch)
+    _signal_at_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny("table1/rm20", tmp_path, data_dir))
     monkeypatch.undo()
@@ -146,7 +153,7 @@ def test_corrupt_or_foreign_checkpoint_fails_clearly(tmp_path, data_dir):
 
 
 def test_checkpoint_of_another_model_fails_clearly(tmp_path, data_dir, monkeypatch):
-    _sigterm_at_first_checkpoint(monkeypatch)
+    _signal_at_first_checkpoint(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         train(tiny("table1/rm20", tmp_path, data_dir))
     monkeypatch.undo()
@@ -248,6 +255,33 @@ def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
     assert OmegaConf.load(final / "config.yaml").trainer.amp is True
 
 
+def test_float16_autocast_runs_with_a_grad_scaler(tmp_path, data_dir, monkeypatch):
+    """float16 autocast with the device's GradScaler: on CPU where this PyTorch supports it (2.3+), else CUDA."""
+    device = "cpu" if train_module.float16_amp_available("cpu") else "cuda" if torch.cuda.is_available() else None
+    if device is None:
+        pytest.skip("this PyTorch has no float16 autocast/GradScaler on CPU and there is no CUDA device")
+    fp16 = ("trainer.amp=true", "trainer.amp_dtype=float16", "trainer.max_iters=2", f"trainer.device={device}")
+    final = train(tiny("table1/rm20", tmp_path, data_dir, *fp16))
+    trainer = OmegaConf.load(final / "config.yaml").trainer
+    assert (trainer.amp, trainer.amp_dtype) == (True, "float16")
+    scaler = torch.load(final / "checkpoint.pt", map_location="cpu", weights_only=True)["scaler"]
+    assert scaler["scale"] > 0  # an enabled scaler saves its state; a disabled one saves {}
+    summary = json.loads((final / "summary.json").read_text())
+    assert all(0.0 <= c["dice"] <= 1.0 for c in summary["cases"])
+
+    monkeypatch.setattr(train_module, "float16_amp_available", lambda device_type: False)
+    with pytest.raises(ValueError, match="amp_dtype=float16 needs a CUDA device"):
+        train(tiny("table1/rm20", tmp_path / "unsupported", data_dir, *fp16))
+    assert not (tmp_path / "unsupported").exists()
+
+
+def test_progress_bar_shows_loss_iterations_and_eta(tmp_path, data_dir, capsys):
+    train(tiny("table1/rm20", tmp_path, data_dir, "trainer.progress_bar=true"))
+    err = capsys.readouterr().err  # tqdm writes to stderr; its last refresh is the closed bar
+    assert re.search(r"table1/rm20: 100%.*\| 4/4 \[\d+:\d\d<\d+:\d\d", err), err  # count, elapsed<remaining
+    assert re.search(r"it/s, loss=\d+\.\d{4}, lr=0\.001\]", err), err
+
+
 def test_make_demo_command_runs_both_tables_end_to_end(tmp_path, repo_root):
     """The demo exactly as ``make demo`` runs it (``python -m rmseg.demo``, default rows and iterations),
     only its folders moved into ``tmp_path``; a second call skips every completed run."""
@@ -286,10 +320,33 @@ def test_table2_row_trains_and_evaluates_on_the_real_la_data(shared_data, tmp_pa
     assert all(c["n_ref"] > 0 for c in summary["cases"])
 
 
-@pytest.mark.parametrize("target, folder", [("reproduce-gs", "drishti-gs1"), ("reproduce-la", "la2018")])
-def test_reproduce_without_data_says_to_run_make_data(target, folder, tmp_path, repo_root):
+@pytest.mark.parametrize("target, missing", [("reproduce-gs", "drishti-gs1/"), ("reproduce-la", "la2018/"),
+                                             ("reproduce-extended", "drishti-gs1/"), ("reproduce-cpu", "drishti-gs1/")])
+def test_reproduce_without_data_says_to_run_make_data(target, missing, tmp_path, repo_root):
     if not (repo_root / ".venv" / ".rmseg-setup-stamp").exists():
         pytest.skip("make set-up has not run in this checkout (the target would install first)")
-    proc = subprocess.run(["make", "-s", target, f"DATA={tmp_path}"], cwd=repo_root, capture_output=True, text=True)
+    command = ["make", "-s", target, f"DATA={tmp_path}"]
+    proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True)
     assert proc.returncode != 0
-    assert f"no {folder}/ under DATA={tmp_path}" in proc.stdout and "make data" in proc.stdout
+    assert f"no {missing} under DATA={tmp_path}" in proc.stdout and "make data" in proc.stdout
+    if target in ("reproduce-extended", "reproduce-cpu"):  # both datasets are needed: the missing one is named
+        (tmp_path / "drishti-gs1").mkdir()
+        proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True)
+        assert proc.returncode != 0 and f"no la2018/ under DATA={tmp_path}" in proc.stdout and "make data" in proc.stdout
+
+
+def test_cli_multirun_sweeps_experiments_and_seeds(tmp_path, data_dir, repo_root):
+    """``rmseg-train -m`` as ``make reproduce-gs`` calls it (2 rows x 2 seeds, tiny), every folder in tmp_path."""
+    results, sweep = tmp_path / "results", tmp_path / "sweep"
+    command = [sys.executable, "-m", "rmseg.train", "-m", "experiment=table1/unet,table1/rm20", "seed=0,1",
+               *TINY_GS, *TRAINER, "trainer.max_iters=2", f"paths.results_dir={results}",
+               f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for experiment in ("table1/unet", "table1/rm20"):
+        for seed in (0, 1):
+            summary = json.loads((results / "runs" / experiment / f"seed{seed}" / "summary.json").read_text())
+            assert (summary["experiment"], summary["seed"], summary["iterations"]) == (experiment, seed, 2)
+    for row in ("table1/unet", "table1/rm20"):  # complete folders only, no .seed<k>.tmp left behind
+        assert sorted(p.name for p in (results / "runs" / row).iterdir()) == ["seed0", "seed1"]
+    assert (sweep / "multirun.yaml").is_file() and not (results / "tmp").exists()

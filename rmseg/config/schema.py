@@ -81,7 +81,7 @@ class TrainerConfig:
     """Iteration-based training.
 
     ``iters_per_epoch`` None = ceil(training cases / batch size): the epoch handed to loss schedules.
-    ``amp``: autocast in ``amp_dtype`` (bfloat16 runs on CPU and GPU; float16 needs CUDA).
+    ``amp``: autocast in ``amp_dtype`` (bfloat16, or float16 with a gradient scaler; both on CPU and GPU).
     ``num_threads``: CPU threads of this process (``torch.set_num_threads``); None leaves PyTorch's default.
     """
 
