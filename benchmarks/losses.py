@@ -62,7 +62,7 @@ def loss_factories(spatial_dims: int) -> dict[str, Callable[[], torch.nn.Module]
         "+rm": lambda: SegmentationLoss(terms=[ResidualMomentLoss(orders=orders)]),
         "+boundary": lambda: SegmentationLoss(terms=[BoundaryLoss()]),
         "+hd (foreground)": lambda: SegmentationLoss(terms=[HausdorffDistanceLoss()]),
-        "+hd (inside_outside, MONAI)": lambda: SegmentationLoss(terms=[HausdorffDistanceLoss(variant="inside_outside")]),
+        "+hd (inside_outside)": lambda: SegmentationLoss(terms=[HausdorffDistanceLoss(variant="inside_outside")]),
         "sdf (alone)": lambda: SegmentationLoss(terms=[SignedDistanceLoss()], lambda_ce=0.0, lambda_dice=0.0),
         "+region_wise": lambda: SegmentationLoss(terms=[RegionWiseLoss()]),
         "+adaptive_region": lambda: SegmentationLoss(terms=[AdaptiveRegionLoss()]),

@@ -305,3 +305,115 @@ def test_cached_ground_truth_maps_give_the_same_loss(cls) -> None:
     assert cached.cache.hits > 0
     with pytest.raises(ValueError, match="cache_size"):
         cls(cache_size=-1)
+
+
+# ---------------------------------------------------------------- one transfer per step
+class TransferCounter:
+    """Counts the copies between torch and the host EDTs while installed (see ``counter``).
+
+    ``to_host``: tensor -> numpy conversions (``Tensor.numpy``, which ``np.asarray(tensor)`` also
+    calls): scipy and edt read numpy arrays, so every map computation needs one, and on an
+    accelerator each is a device-to-host copy. ``to_device``: numpy -> tensor conversions
+    (``torch.from_numpy`` / ``torch.as_tensor``), one per host-to-device copy of maps. Scalar reads of
+    the shared input checks (``rmseg.losses._utils``, every loss) are not map transfers and not counted.
+    """
+
+    def __init__(self, monkeypatch) -> None:
+        self.to_host = self.to_device = 0
+        numpy, from_numpy, as_tensor = torch.Tensor.numpy, torch.from_numpy, torch.as_tensor
+
+        def counted_numpy(tensor, *args, **kwargs):
+            self.to_host += 1
+            return numpy(tensor, *args, **kwargs)
+
+        def counted_from_numpy(array):
+            self.to_device += 1
+            return from_numpy(array)
+
+        def counted_as_tensor(data, *args, **kwargs):
+            self.to_device += isinstance(data, np.ndarray)
+            return as_tensor(data, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, "numpy", counted_numpy)
+        monkeypatch.setattr(torch, "from_numpy", counted_from_numpy)
+        monkeypatch.setattr(torch, "as_tensor", counted_as_tensor)
+
+    def reset(self) -> None:
+        self.to_host = self.to_device = 0
+
+
+@pytest.fixture
+def counter(monkeypatch) -> TransferCounter:
+    return TransferCounter(monkeypatch)
+
+
+def test_transfer_counter_sees_each_copy(counter: TransferCounter) -> None:
+    # the counter catches the pattern the HD loss had (one copy per map call) and MONAI's per-slice copies
+    from rmseg.losses.distance_maps import foreground_distance_map
+
+    mask = torch.rand(2, 2, 8, 8) > 0.5
+    foreground_distance_map(mask)
+    foreground_distance_map(mask)
+    assert (counter.to_host, counter.to_device) == (2, 2)
+    x, y = torch.randn(2, 3, 8, 8), torch.randint(0, 3, (2, 1, 8, 8))
+    counter.reset()
+    HausdorffDTLoss(softmax=True, to_onehot_y=True)(x, y)
+    assert counter.to_host > 1
+
+
+DISTANCE_MAP_LOSSES = {
+    "boundary": BoundaryLoss,
+    "hd_foreground": HausdorffDistanceLoss,
+    "hd_inside_outside": lambda **kw: HausdorffDistanceLoss(variant="inside_outside", **kw),
+    "sdf": lambda **kw: SignedDistanceLoss(k=5.0, **kw),
+    "region_wise": RegionWiseLoss,
+}
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("cache_size", [0, 16])
+@pytest.mark.parametrize("shape", [(2, 3, 12, 10), (2, 3, 8, 7, 5)])
+@pytest.mark.parametrize("name", DISTANCE_MAP_LOSSES)
+def test_one_device_to_host_copy_per_forward(
+    counter: TransferCounter, name: str, shape: tuple[int, ...], cache_size: int, device: str
+) -> None:
+    torch.manual_seed(9)
+    x = torch.randn(shape, device=device, requires_grad=True)
+    y = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), device=device)
+    loss = DISTANCE_MAP_LOSSES[name](cache_size=cache_size)
+    for step in range(2):  # the second step hits the cache when there is one
+        counter.reset()
+        value = loss(x, y)
+        assert counter.to_host <= 1, f"{name}: {counter.to_host} device-to-host copies in step {step}"
+        assert counter.to_device <= 1, f"{name}: {counter.to_device} host-to-device copies in step {step}"
+        value.backward()
+        assert value.device.type == device and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("variant", ["foreground", "inside_outside"])
+@pytest.mark.parametrize("shape", [(3, 3, 21, 18), (2, 2, 11, 9, 7)])
+def test_hausdorff_one_copy_gives_the_maps_of_before(dtype: torch.dtype, variant: str, shape: tuple[int, ...]) -> None:
+    # bitwise the loss and gradient of the code it replaced: two separate map calls (foreground),
+    # MONAI's HausdorffDTLoss on rmseg's probabilities (inside_outside)
+    from rmseg.losses._utils import prepare_probabilities_and_onehot
+    from rmseg.losses.distance_maps import foreground_distance_map
+
+    torch.manual_seed(10)
+    x = (torch.randn(shape) * 3).to(dtype).requires_grad_()
+    y = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]))
+    y[0] = 0  # a sample without foreground
+    for include_background, alpha in ((False, 2.0), (True, 1.5)):
+        kwargs = dict(variant=variant, alpha=alpha, include_background=include_background, reduction="none")
+        ours = HausdorffDistanceLoss(**kwargs)(x, y)
+        probs, onehot = prepare_probabilities_and_onehot(x, y, "softmax", True, include_background)
+        if variant == "foreground":
+            d_gt = foreground_distance_map(onehot > 0.5).to(probs.dtype)
+            d_pred = foreground_distance_map(probs.detach() > 0.5).to(probs.dtype)
+            before = ((probs - onehot) ** 2 * (d_gt**alpha + d_pred**alpha)).flatten(1).mean(1)
+        else:
+            before = HausdorffDTLoss(alpha=alpha, include_background=True, reduction="none")(probs, onehot)
+            before = before.flatten(1).mean(1)
+        assert ours.dtype == before.dtype and torch.equal(ours, before)
+        assert torch.equal(*(torch.autograd.grad(v.sum(), x)[0] for v in (ours, before)))

@@ -15,7 +15,9 @@ class MapWeightedLoss(nn.Module):
     """Probabilities weighted by a ground-truth map, averaged over voxels and classes per sample.
 
     Subclasses set ``ground_truth_map(mask, backend, cache) -> map`` (computed on the CPU without
-    gradient, see :mod:`rmseg.losses.distance_maps`) and document their own arguments.
+    gradient, see :mod:`rmseg.losses.distance_maps`) and document their own arguments. One transfer
+    per step: the thresholded ground truth goes to the host in one device-to-host copy and its map
+    comes back in one host-to-device copy.
     """
 
     ground_truth_map: Callable
@@ -43,6 +45,7 @@ class MapWeightedLoss(nn.Module):
         probs, onehot = prepare_probabilities_and_onehot(
             input, target, self.activation, self.to_onehot_y, self.include_background
         )
+        # one device-to-host copy of the mask, one host-to-device copy of the map
         weights = type(self).ground_truth_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
         per_sample = (probs * weights).flatten(1).mean(1)
         return reduce_batch(per_sample, self.reduction)

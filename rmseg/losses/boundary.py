@@ -13,8 +13,9 @@ class BoundaryLoss(MapWeightedLoss):
 
     ``phi_c`` (negative inside, 0 on the inner boundary, exact EDT; see
     :func:`rmseg.losses.distance_maps.signed_distance_map`) is computed from the ground truth on
-    the CPU without gradient. Averaged over voxels and the included classes per sample, then
-    reduced over the batch. Binary case = Ma et al.'s comparison code (``train_LA_BD.py``).
+    the CPU without gradient, with one device-to-host copy per call. Averaged over voxels and the
+    included classes per sample, then reduced over the batch. Binary case = Ma et al.'s comparison
+    code (``train_LA_BD.py``).
 
     Range: the loss is NOT non-negative. Per sample, ``mean(min(phi, 0)) <= L <= mean(max(phi, 0))``
     (means over the included classes and voxels), the lower bound (< 0 when a class is present)

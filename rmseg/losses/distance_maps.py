@@ -1,10 +1,17 @@
 """Exact Euclidean distance maps of batched multi-class masks, for the distance-map losses.
 
-Every function takes a binary ``(B, C, *S)`` mask (numpy array or torch tensor, bool or 0/1) and
-returns float32 maps of the same shape and kind (a tensor comes back on its own device). Maps are
-computed on the CPU, without gradient, once per ``(b, c)`` slice, with an exact EDT: the ``edt``
-package (Silversmith, seung-lab) when installed, otherwise ``scipy.ndimage.distance_transform_edt``.
-``benchmarks/losses.py`` times both; they give the same values (tested).
+Every map function takes a binary ``(B, C, *S)`` mask (numpy array or torch tensor, bool or 0/1)
+and returns maps of the same shape and kind, float32 (:func:`two_sided_distance_map`: float64); a
+tensor comes back on its own device. Maps are computed on the CPU, without gradient, once per
+``(b, c)`` slice, with an exact EDT: the ``edt`` package (Silversmith, seung-lab) when installed,
+otherwise ``scipy.ndimage.distance_transform_edt``. ``benchmarks/losses.py`` times both; they give
+the same values (tested).
+
+One transfer per step: a loss call moves its masks device-to-host at most ONCE. A tensor argument
+makes one device-to-host copy (:func:`_to_host`, the module's only one) and its maps one
+host-to-device copy back; a loss that needs several masks (the Hausdorff loss: ground truth and
+thresholded prediction) moves them together with :func:`masks_to_host`, passes the host arrays to
+the map functions, and returns all maps with :func:`maps_to_device`.
 
 Conventions (pixel units, spacing 1; rows/columns/slices as in the rest of rmseg):
 
@@ -26,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import numpy as np
@@ -41,7 +48,10 @@ __all__ = [
     "DEFAULT_BACKEND",
     "MapCache",
     "map_cache",
+    "masks_to_host",
+    "maps_to_device",
     "foreground_distance_map",
+    "two_sided_distance_map",
     "signed_distance_map",
     "normalized_signed_distance_map",
     "rectified_region_map",
@@ -65,8 +75,44 @@ def _edt_function(backend: str) -> Callable[[np.ndarray], np.ndarray]:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
+def _to_host(tensor: torch.Tensor) -> np.ndarray:
+    """The device-to-host copy: the only one in this module, made once per map computation."""
+    return tensor.detach().cpu().numpy()
+
+
+@torch.no_grad()
+def masks_to_host(*masks: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """Bool masks of one shape as host bool arrays, in ONE device-to-host copy.
+
+    Up to 8 masks travel as the bits of one uint8 tensor (no more bytes than a single bool mask)
+    and are unpacked on the host, so e.g. the Hausdorff loss moves its ground truth and thresholded
+    prediction together instead of copying each.
+    """
+    if not 1 <= len(masks) <= 8:
+        raise ValueError(f"masks_to_host takes 1 to 8 masks, got {len(masks)}")
+    if any(not isinstance(m, torch.Tensor) or m.dtype != torch.bool for m in masks):
+        raise ValueError("masks_to_host takes bool tensors (threshold first, e.g. probs > 0.5)")
+    if len({(m.shape, m.device) for m in masks}) != 1:
+        raise ValueError(f"masks must share shape and device, got {[(tuple(m.shape), str(m.device)) for m in masks]}")
+    if len(masks) == 1:
+        return (_to_host(masks[0]),)
+    packed = masks[0].to(torch.uint8)
+    for bit, mask in enumerate(masks[1:], start=1):
+        packed = packed | (mask.to(torch.uint8) << bit)
+    host = _to_host(packed)
+    return tuple((host & np.uint8(1 << bit)).astype(bool) for bit in range(len(masks)))
+
+
+@torch.no_grad()
+def maps_to_device(maps: Sequence[np.ndarray], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """Host maps of one shape and dtype as tensors on ``device``, in ONE host-to-device copy (stacked)."""
+    if len(maps) == 0:
+        raise ValueError("maps_to_device needs at least one map")
+    return torch.from_numpy(np.stack(maps)).to(device).unbind(0)
+
+
 def _as_binary_numpy(masks: np.ndarray | torch.Tensor) -> np.ndarray:
-    array = masks.detach().cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    array = _to_host(masks) if isinstance(masks, torch.Tensor) else np.asarray(masks)
     if array.ndim < 3:
         raise ValueError(
             f"masks must be (B, C, *S) with at least one spatial axis, got shape {array.shape}"
@@ -88,10 +134,11 @@ def _like_input(maps: np.ndarray, masks: np.ndarray | torch.Tensor) -> np.ndarra
 
 
 class MapCache:
-    """Least-recently-used store of per-slice maps, keyed by map kind, backend, shape and the mask's
-    content (BLAKE2 digest of its packed bits), so a cached map is always the map of that exact mask.
+    """Least-recently-used store of per-slice maps, keyed by map kind, backend, dtype, shape and the
+    mask's content (BLAKE2 digest of its packed bits), so a cached map is always the map of that exact mask.
 
-    Memory: ``max_items`` float32 slices (1 MiB per 512x512 slice, 3.8 MiB per 112x112x80 patch).
+    Memory: ``max_items`` slices, float32 for every map but the float64 one of
+    :func:`two_sided_distance_map` (float32: 1 MiB per 512x512 slice, 3.8 MiB per 112x112x80 patch).
     ``hits`` / ``misses`` count look-ups.
     """
 
@@ -106,15 +153,24 @@ class MapCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, kind: str, backend: str, mask: np.ndarray, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """The cached map of ``mask``, or ``compute()`` stored under it."""
-        key = (kind, backend, mask.shape, hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest())
+    def get(
+        self,
+        kind: str,
+        backend: str,
+        mask: np.ndarray,
+        compute: Callable[[], np.ndarray],
+        dtype: np.dtype | type = np.float32,
+    ) -> np.ndarray:
+        """The cached map of ``mask`` (as ``dtype``), or ``compute()`` stored under it."""
+        dtype = np.dtype(dtype)
+        digest = hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest()
+        key = (kind, backend, dtype.str, mask.shape, digest)
         if key in self._items:
             self.hits += 1
             self._items.move_to_end(key)
             return self._items[key]
         self.misses += 1
-        value = compute().astype(np.float32)
+        value = compute().astype(dtype)
         self._items[key] = value
         if len(self._items) > self.max_items:
             self._items.popitem(last=False)
@@ -133,18 +189,19 @@ def _per_slice(
     backend: str,
     fn: Callable[[np.ndarray, Callable[[np.ndarray], np.ndarray]], np.ndarray],
     cache: MapCache | None,
+    dtype: np.dtype | type = np.float32,
 ) -> np.ndarray | torch.Tensor:
     edt_fn = _edt_function(backend)
-    array = _as_binary_numpy(masks)
-    out = np.zeros(array.shape, dtype=np.float32)
+    array = _as_binary_numpy(masks)  # a tensor: the one device-to-host copy
+    out = np.zeros(array.shape, dtype=dtype)
     for b in range(array.shape[0]):
         for c in range(array.shape[1]):
             mask = array[b, c]
             if cache is None:
                 out[b, c] = fn(mask, edt_fn)
             else:
-                out[b, c] = cache.get(fn.__qualname__, backend, mask, partial(fn, mask, edt_fn))
-    return _like_input(out, masks)
+                out[b, c] = cache.get(fn.__qualname__, backend, mask, partial(fn, mask, edt_fn), dtype)
+    return _like_input(out, masks)  # a tensor: the one host-to-device copy
 
 
 def _has_boundary(mask: np.ndarray) -> bool:
@@ -165,6 +222,29 @@ def foreground_distance_map(
         return edt_fn(mask) if _has_boundary(mask) else np.zeros(mask.shape)
 
     return _per_slice(masks, backend, one, cache)
+
+
+@torch.no_grad()
+def two_sided_distance_map(
+    masks: np.ndarray | torch.Tensor,
+    backend: str = "scipy",
+    cache: MapCache | None = None,
+    dtype: np.dtype | type = np.float64,
+) -> np.ndarray | torch.Tensor:
+    """``d_in + d_out``: distance of each voxel to the nearest voxel across the boundary (>= 1).
+
+    The map of the ``inside_outside`` Hausdorff loss: equal to MONAI's
+    ``HausdorffDTLoss.distance_field`` (scipy, float64; tested bitwise) computed per ``(b, c)``
+    slice from one host copy instead of MONAI's copies per slice and side. Defaults to scipy and
+    float64 like MONAI. A slice without a boundary (empty or full) gives 0 everywhere.
+    """
+
+    def one(mask: np.ndarray, edt_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        if not _has_boundary(mask):
+            return np.zeros(mask.shape)
+        return edt_fn(mask) + edt_fn(~mask)
+
+    return _per_slice(masks, backend, one, cache, dtype)
 
 
 @torch.no_grad()

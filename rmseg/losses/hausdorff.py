@@ -3,12 +3,20 @@ segmentation with convolutional neural networks", IEEE TMI 2019), distance-trans
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-from monai.losses import HausdorffDTLoss
 from torch import nn
 
 from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, foreground_distance_map, map_cache
+from rmseg.losses.distance_maps import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    foreground_distance_map,
+    map_cache,
+    maps_to_device,
+    masks_to_host,
+    two_sided_distance_map,
+)
 
 __all__ = ["HausdorffDistanceLoss"]
 
@@ -20,13 +28,17 @@ class HausdorffDistanceLoss(nn.Module):
 
     ``d_gt`` is a distance map of the ground truth, ``d_pred`` of the thresholded prediction
     ``p_c > 0.5``, both exact EDTs computed on the CPU without gradient (constants for autograd).
+    One transfer per step: both masks go to the host in one device-to-host copy and both maps come
+    back in one host-to-device copy (:func:`~rmseg.losses.distance_maps.masks_to_host`).
 
     Variants:
         ``"foreground"``: ``d`` = distance of each foreground voxel to the background, 0 outside
             (:func:`~rmseg.losses.distance_maps.foreground_distance_map`), as in Ma et al.'s
             comparison (``train_LA_HD.py``), the setting of the paper's Table 2.
         ``"inside_outside"``: ``d`` = distance to the boundary on both sides, as Karimi &
-            Salcudean; this is MONAI's ``HausdorffDTLoss``, which rmseg calls.
+            Salcudean (:func:`~rmseg.losses.distance_maps.two_sided_distance_map`): the value of
+            MONAI's ``HausdorffDTLoss`` (same scipy float64 maps and casts, tested), without its
+            device-to-host copies per sample, class and side.
 
     Averaged over voxels and the included classes per sample, then reduced over the batch. A slice
     with no boundary (empty or full mask) has ``d = 0``. Non-negative; 0 iff ``p = g`` or both maps
@@ -39,10 +51,10 @@ class HausdorffDistanceLoss(nn.Module):
         activation: ``"softmax"`` (default), ``"sigmoid"`` or None (input already probabilities).
         to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
         reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
-        backend: EDT backend of the foreground variant, ``"edt"`` or ``"scipy"``.
+        backend: EDT backend of the foreground variant, ``"edt"`` or ``"scipy"`` (``inside_outside``
+            always uses scipy in float64, as MONAI does).
         cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
-            keyed by mask content); 0 (default) computes them at every call. Foreground variant only
-            (MONAI's computes its own maps).
+            keyed by mask content); 0 (default) computes them at every call.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims (``inside_outside``: 2 or 3), target
     ``(B, 1, *S)`` or ``(B, C, *S)``.
@@ -73,7 +85,6 @@ class HausdorffDistanceLoss(nn.Module):
         self.reduction = reduction
         self.backend = backend
         self.cache = map_cache(cache_size)
-        self._monai = HausdorffDTLoss(alpha=self.alpha, include_background=True, reduction="none")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs, onehot = prepare_probabilities_and_onehot(
@@ -82,13 +93,24 @@ class HausdorffDistanceLoss(nn.Module):
         if self.variant == "inside_outside":
             if probs.ndim not in (4, 5):
                 raise ValueError(
-                    f"variant='inside_outside' (MONAI HausdorffDTLoss) needs 2D or 3D input, got shape "
+                    f"variant='inside_outside' (as MONAI's HausdorffDTLoss) needs 2D or 3D input, got shape "
                     f"{tuple(input.shape)}; use variant='foreground'"
                 )
-            per_sample = self._monai(probs, onehot).flatten(1).mean(1)
+        # the step's one device-to-host copy: both masks together
+        gt, pred = masks_to_host(onehot.detach() > 0.5, probs.detach() > 0.5)
+        if self.variant == "inside_outside":
+            d_gt = two_sided_distance_map(gt, "scipy", self.cache)
+            d_pred = two_sided_distance_map(pred, "scipy")
+            # MONAI's casts, on the host: float64 maps -> dtype of the input -> float32
+            maps = torch.from_numpy(np.stack((d_pred, d_gt))).to(probs.dtype).float()
+            d_pred, d_gt = maps.to(probs.device).unbind(0)  # the one host-to-device copy
+            weight = d_pred**self.alpha + d_gt**self.alpha
+            # per class mean over voxels, then over classes, in MONAI's order
+            per_sample = ((probs - onehot) ** 2 * weight).mean(dim=tuple(range(2, probs.ndim))).mean(1)
         else:
-            d_gt = foreground_distance_map(onehot > 0.5, self.backend, self.cache).to(probs.dtype)
-            d_pred = foreground_distance_map(probs.detach() > 0.5, backend=self.backend).to(probs.dtype)
+            d_gt = foreground_distance_map(gt, self.backend, self.cache)
+            d_pred = foreground_distance_map(pred, self.backend)
+            d_gt, d_pred = (d.to(probs.dtype) for d in maps_to_device((d_gt, d_pred), probs.device))
             weight = d_gt**self.alpha + d_pred**self.alpha
             per_sample = ((probs - onehot) ** 2 * weight).flatten(1).mean(1)
         return reduce_batch(per_sample, self.reduction)

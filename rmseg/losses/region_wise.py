@@ -13,7 +13,8 @@ class RegionWiseLoss(MapWeightedLoss):
     """``L = mean_{c, x} p_c(x) * RRW_c(x)``, rectified region-wise maps from the ground truth.
 
     ``RRW_c(x) = -d_c(x) / max d_c`` inside class ``c`` (``d_c``: distance to the class border,
-    exact EDT) and ``+1`` outside (:func:`~rmseg.losses.distance_maps.rectified_region_map`).
+    exact EDT) and ``+1`` outside (:func:`~rmseg.losses.distance_maps.rectified_region_map`),
+    computed on the CPU without gradient, with one device-to-host copy per call.
     Predicting a class outside it costs +1 per voxel; inside it, the deeper the voxel the larger
     the reward. Averaged over voxels and classes per sample (Valverde & Tohka sum over classes:
     a factor ``C`` apart), then reduced over the batch. Range ``[-1, 1]``; the per-sample minimum,

@@ -17,7 +17,8 @@ class SignedDistanceLoss(nn.Module):
 
     With ``f = tanh(output[:, c])`` for each foreground class ``c >= 1``, ``phi`` the normalised SDF
     of the ground truth (in ``[-1, 1]``, negative inside, see
-    :func:`~rmseg.losses.distance_maps.normalized_signed_distance_map`) and ``h = sigmoid(-k f)``:
+    :func:`~rmseg.losses.distance_maps.normalized_signed_distance_map`; computed on the CPU without
+    gradient, with one device-to-host copy per call) and ``h = sigmoid(-k f)``:
 
         L_product = (sum f phi + s) / (sum f phi + sum f^2 + sum phi^2 + s)
         L_sdf     = mean |f - phi| - L_product
@@ -91,6 +92,7 @@ class SignedDistanceLoss(nn.Module):
         # Activation only to reuse the shared checks; the SDF head reads the raw output.
         _, onehot = prepare_probabilities_and_onehot(input, target, "sigmoid", self.to_onehot_y, False)
         f = self.predicted_sdf(input)
+        # one device-to-host copy of the mask, one host-to-device copy of the map
         phi = normalized_signed_distance_map(onehot > 0.5, self.backend, self.cache).to(f.dtype)
         s = self.smooth
         intersect = (f * phi).flatten(2).sum(2)
