@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import sys
@@ -9,10 +10,11 @@ import urllib.error
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import rmseg.data
-from rmseg.data import download
+from rmseg.data import download, la
 from rmseg.data.prepared import sha256
 from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
 
@@ -49,6 +51,48 @@ def test_download_unpacks_prepares_and_skips_next_time(tmp_path, monkeypatch, ca
     assert not list(root.glob(".drishti-gs1.tmp*"))
     assert download_data.main(["--root", str(root), "--datasets", "drishti-gs1"]) == 0
     assert "found at" in capsys.readouterr().out
+
+
+def test_la_download_lands_in_the_h5_layout_and_checksums_are_checked(tmp_path, monkeypatch, capsys):
+    """UA-MT's archive holds data/{train.list, test.list, 2018LA_Seg_Training Set/...}: target "." puts
+    that folder's content directly in <root>/la2018, where the LA reader looks; the pinned SHA-256 of
+    the protocol's files are then checked (a mismatch fails naming the file and both hashes)."""
+    ids = [f"CASE{n:02d}" for n in range(36)]  # the protocol reads the first 16 of train.list and 20 of test.list
+    mirror = tmp_path / "mirror"
+    for n, case_id in enumerate(ids):
+        label = np.zeros((4, 3, 2), np.uint8)
+        label[1:3, 1, :] = 1
+        la.write_h5(la.h5_path(mirror, case_id), np.full((4, 3, 2), n, np.float32), label)
+    la.write_lists(mirror, ids[:16], ids[16:])
+    archive = zip_folder(mirror, "UA-MT-abc/data", tmp_path / "ua-mt.zip")
+    monkeypatch.setitem(download.SOURCES, "la2018", download.Source("la2018", archive.as_uri(), "UA-MT-abc/data", "."))
+    pinned = {f"2018LA_Seg_Training Set/{i}/mri_norm2.h5": hashlib.sha256(la.h5_path(mirror, i).read_bytes()).hexdigest()
+              for i in (ids[0], ids[35])}
+    monkeypatch.setattr(download, "LA2018_SHA256", pinned)
+
+    root = tmp_path / "data"
+    assert download_data.main(["--root", str(root), "--datasets", "la2018"]) == 0
+    out = capsys.readouterr().out
+    assert "la2018: downloaded into" in out and "2 files of the 16/20 protocol match" in out
+    assert "ready (16 training / 20 test cases" in out
+    assert (root / "la2018" / "train.list").is_file() and not (root / "la2018" / "data").exists()
+    assert la.is_h5_layout(root / "la2018") and sorted(p.name for p in root.iterdir()) == [".downloads", "la2018"]
+    cases = la.split_cases(root / "la2018", "test")
+    assert [c["id"] for c in cases] == ids[16:]
+    image, label = la.read_h5(cases[-1]["path"])
+    assert image.shape == (4, 3, 2) and (image == 35).all() and label.sum() == 4
+
+    last = f"2018LA_Seg_Training Set/{ids[35]}/mri_norm2.h5"
+    wrong = "0" * 64
+    monkeypatch.setattr(download, "LA2018_SHA256", {**pinned, last: wrong})
+    with pytest.raises(ValueError, match=rf"{ids[35]}/mri_norm2\.h5 has SHA-256 {pinned[last]}, expected {wrong}: the file is damaged"):
+        download_data.main(["--root", str(root), "--datasets", "la2018"])
+    assert "la2018: found at" in capsys.readouterr().out  # present: checked again, not downloaded again
+
+    fresh = tmp_path / "fresh"  # same mismatch straight after a download
+    with pytest.raises(ValueError, match="the file is damaged; download it again"):
+        download_data.main(["--root", str(fresh), "--datasets", "la2018"])
+    assert "la2018: downloaded into" in capsys.readouterr().out
 
 
 def test_no_network_says_so_in_one_line(tmp_path, monkeypatch, capsys):

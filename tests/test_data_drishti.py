@@ -12,6 +12,7 @@ from PIL import Image
 
 from rmseg.data import DrishtiConfig, build_train_dataset, drishti, load_test_cases
 from rmseg.data.prepared import MANIFEST
+from rmseg.losses import ResidualMomentLoss
 
 SOFT = {"disc": "_ODsegSoftmap.png", "cup": "_cupsegSoftmap.png"}
 
@@ -86,6 +87,41 @@ def test_orientation_file_to_batch(tmp_path):
     assert [c["id"] for c in test] == ["drishtiGS_003"] and test[0]["spacing"] == (1.0, 1.0)
     np.testing.assert_array_equal(test[0]["label"], expected)
     assert test[0]["image"].dtype == np.float32 and test[0]["image"].shape == (3, 40, 64)
+
+
+def test_batch_rows_are_the_first_moment_axis(tmp_path):
+    """From PNG through the DataLoader into ResidualMomentLoss, order (p, 0) weights the image's rows.
+
+    Square 48 x 48 case (so a transpose would not change the shape): disc rows 4..13 x cols 14..33, cup
+    rows 6..11 x cols 19..28 -- centred along columns (14 + 33 = 19 + 28 = 47), off-centre (upwards) along
+    rows. For an all-background prediction every foreground pixel has residual 1 in exactly one channel,
+    so with C = (n - 23.5) / 48: L(2, 0) = 20 * sum_{rows 4..13} C^4, L(0, 2) = 10 * sum_{cols 14..33} C^4.
+    """
+    image = np.zeros((48, 48, 3), np.uint8)
+    image[:, :, 1] = 100
+    disc = np.zeros((48, 48), np.uint8)
+    disc[4:14, 14:34] = 255
+    cup = np.zeros((48, 48), np.uint8)
+    cup[6:12, 19:29] = 255
+    base = tmp_path / "raw" / "Drishti-GS1_files"
+    write_case(base, "train", "drishtiGS_001", image, disc, cup)
+    write_case(base, "test", "drishtiGS_002", image, disc, cup)
+    cfg = DrishtiConfig(root=str(tmp_path / "raw"), prepared_dir=str(tmp_path / "prep"), image_size=[48, 48], cache=False)
+    batch = next(iter(torch.utils.data.DataLoader(build_train_dataset(cfg), batch_size=1)))
+    background = torch.zeros(1, 3, 48, 48, dtype=torch.float64)
+    background[:, 0] = 1.0
+
+    def rm(order):
+        loss = ResidualMomentLoss([order], activation=None, coordinate_frame="volume")
+        return loss(background, batch["label"], offset=batch["offset"], full_shape=batch["full_shape"]).item()
+
+    row_sum = sum(((n - 23.5) / 48) ** 4 for n in range(4, 14))
+    col_sum = sum(((n - 23.5) / 48) ** 4 for n in range(14, 34))
+    assert rm((2, 0)) == pytest.approx(20 * row_sum, rel=1e-6)
+    assert rm((0, 2)) == pytest.approx(10 * col_sum, rel=1e-6)
+    factor = 2 * sum((n - 23.5) ** 4 for n in range(4, 14)) / sum((n - 23.5) ** 4 for n in range(14, 34))
+    assert factor > 10  # the row offset dominates: transposed rows and columns would give 1 / factor
+    assert rm((2, 0)) / rm((0, 2)) == pytest.approx(factor, rel=1e-6)
 
 
 def test_resize_halves_rows_and_columns(tmp_path):

@@ -144,6 +144,41 @@ def test_raw_bad_inputs(tmp_path):
         la.prepare_raw(raw, tmp_path / "prep")
 
 
+def write_nrrd(path, volume):
+    """``volume`` in (x, y, z) file order, written as the challenge's nrrd files hold it."""
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(volume.transpose(2, 1, 0)), str(path))
+
+
+def test_raw_shape_mismatch_names_both_files(tmp_path):
+    raw = write_la_raw_synthetic(tmp_path / "raw", ["c1", "c2"], train=["c1"], shape=(30, 30, 4))
+    label = np.zeros((30, 30, 3), np.uint8)
+    label[10:20, 10:20, 1] = 255
+    write_nrrd(raw / "c2" / "laendo.nrrd", label)
+    with pytest.raises(ValueError, match=r"c2/laendo\.nrrd has shape \(30, 30, 3\) but .*c2/lgemri\.nrrd has \(30, 30, 4\)"):
+        la.prepare_raw(raw, tmp_path / "prep")
+    assert not (tmp_path / "prep").exists() and not list(tmp_path.glob(".prep*"))
+
+
+def test_raw_label_without_255_is_refused(tmp_path):
+    """laendo.nrrd marks the atrium 255; a label holding other values only (here 1) has no atrium voxel."""
+    raw = write_la_raw_synthetic(tmp_path / "raw", ["c1", "c2"], train=["c1"], shape=(30, 30, 4))
+    label = np.zeros((30, 30, 4), np.uint8)
+    label[10:20, 10:20, 1] = 1
+    write_nrrd(raw / "c2" / "laendo.nrrd", label)
+    with pytest.raises(ValueError, match=r"c2/laendo\.nrrd has no atrium voxel \(value 255\)"):
+        la.prepare_raw(raw, tmp_path / "prep")
+    assert not (tmp_path / "prep").exists()
+
+
+def test_ua_mt_preprocess_refuses_an_empty_label(tmp_path):
+    write_nrrd(tmp_path / "empty.nrrd", np.zeros((12, 10, 3), np.uint8))
+    label = la.read_nrrd(tmp_path / "empty.nrrd")
+    with pytest.raises(ValueError, match=r"label is empty: cannot crop around the atrium"):
+        la.ua_mt_preprocess(np.ones((12, 10, 3), np.float32), label, np.random.default_rng(0))
+
+
 # --- the real UA-MT files (skipped when ../shared/data is absent) -----------------------------------
 
 

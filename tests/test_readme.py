@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 
+import pytest
 import torch
 
 
@@ -34,3 +38,54 @@ def test_first_commands_are_make_targets(repo_root):
         assert re.search(rf"^{target}:", makefile, re.M)
     ci = (repo_root / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def documented_targets(makefile: str) -> dict[str, str]:
+    """``{target: description}`` of the rules written ``target: [prerequisites]  ## description``."""
+    targets = {}
+    for line in makefile.splitlines():
+        head, sep, description = line.partition("## ")
+        name, colon, _ = head.partition(":")
+        if sep and colon and name and not line[0].isspace() and all(c.isalnum() or c in "_-" for c in name):
+            targets[name] = description.strip()
+    return targets
+
+
+def test_make_help_lists_every_documented_target(repo_root):
+    makefile = (repo_root / "Makefile").read_text()
+    documented = documented_targets(makefile)
+    assert "help" in documented and "test" in documented and "demo" in documented
+    # README: "`make help` lists every target" -- so every phony target carries a description
+    phony = next(line for line in makefile.splitlines() if line.startswith(".PHONY:")).split(":", 1)[1].split()
+    assert sorted(phony) == sorted(documented)
+    help_rule = next(line for line in makefile.splitlines() if line.startswith("help:"))
+    prerequisites = help_rule.split(":", 1)[1].split("##")[0].split()
+    if prerequisites and not (repo_root / ".venv" / ".rmseg-setup-stamp").is_file():
+        pytest.skip(f"make help depends on {prerequisites} and would set up .venv first")
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    result = subprocess.run(["make", "-s", "--no-print-directory", "help"], cwd=repo_root, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    listed = [line.split(None, 1) for line in lines]
+    assert [name for name, _ in listed] == list(documented)  # each once, in the Makefile's order
+    assert {name: text.strip() for name, text in listed} == documented
+
+
+def test_ci_runs_exactly_the_readme_test_command(repo_root):
+    readme = (repo_root / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    commands = {line.split("#", 1)[0].strip(): line.split("#", 1)[1] for line in first_block.splitlines() if "#" in line}
+    test_command = [command for command, comment in commands.items() if "test suite" in comment]
+    assert test_command == ["make test"]
+    ci = repo_root / ".ci" / "run"
+    assert os.access(ci, os.X_OK)
+    lines = [line.strip() for line in ci.read_text().splitlines()]
+    assert lines[0].startswith("#!") and "bash" in lines[0]
+    steps = [line for line in lines[1:] if line and not line.startswith("#")
+             and not line.startswith("set ") and not line.startswith("cd ")]
+    assert steps == test_command
+    # it runs from the repository root, where the Makefile is
+    assert 'cd "$(dirname "$0")/.."' in lines

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -436,3 +438,89 @@ def test_from_probabilities_float32_sum_stays_accurate_on_a_large_image():
     loss = ResidualMomentLoss(ORDERS_2D)
     reference = loss(logits.double(), labels).item()
     assert loss.from_probabilities(torch.softmax(logits, 1), labels).item() == pytest.approx(reference, rel=1e-5)
+
+
+# --- sigmoid and given probabilities against Eq. 2 and 4 written out pixel by pixel -----------------
+
+
+def moment_loss_by_loops(probs, onehot, orders, first, pixel_reduction="sum"):
+    """Per-sample sum over orders, channels c >= first and pixels of (mu(P) - mu(G))^2 with
+    mu_pq(f)(x) = C_i^p C_j^q [C_k^r] f(x) and C_i = (i + 0.5 - H/2) / H (numpy, explicit loops)."""
+    batch, channels, *shape = probs.shape
+    out = []
+    for b in range(batch):
+        total = 0.0
+        for order in orders:
+            for c in range(first, channels):
+                for index in itertools.product(*(range(n) for n in shape)):
+                    factor = 1.0
+                    for i, n, p in zip(index, shape, order):
+                        factor *= ((i + 0.5 - n / 2) / n) ** p
+                    total += (factor * probs[(b, c, *index)] - factor * onehot[(b, c, *index)]) ** 2
+        out.append(total / (np.prod(shape) if pixel_reduction == "mean" else 1))
+    return np.array(out)
+
+
+SIGMOID_CASES = [((2, 3, 4, 5), [(2, 0), (0, 2), (1, 3)]), ((2, 2, 3, 4, 2), [(2, 0, 0), (0, 2, 2), (1, 0, 1)])]
+
+
+@pytest.mark.parametrize("shape, orders", SIGMOID_CASES)
+@pytest.mark.parametrize("include_background", [False, True])
+def test_sigmoid_multilabel_target_by_loops(shape, orders, include_background):
+    """Sigmoid per channel against a one-hot-style (B, C, *S) target whose channels overlap (multi-label)."""
+    rng = np.random.default_rng(31)
+    logits = rng.normal(size=shape)
+    target = (rng.random(shape) < 0.5).astype(np.float64)
+    target[:, :, (0,) * (len(shape) - 2)] = 1.0  # a pixel on in every channel at once
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    loss = ResidualMomentLoss(orders, include_background=include_background, activation="sigmoid",
+                              to_onehot_y=False, reduction="none")
+    got = loss(torch.from_numpy(logits), torch.from_numpy(target))
+    expected = moment_loss_by_loops(probs, target, orders, 0 if include_background else 1)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+    batch_mean = ResidualMomentLoss(orders, include_background=include_background, activation="sigmoid",
+                                    to_onehot_y=False)(torch.from_numpy(logits), torch.from_numpy(target))
+    assert batch_mean.item() == pytest.approx(expected.mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("shape, orders", SIGMOID_CASES)
+def test_sigmoid_label_target_is_one_hot_per_channel(shape, orders):
+    """Labels (B, 1, *S) under sigmoid: channel c's target is (label == c); background dropped by default."""
+    rng = np.random.default_rng(32)
+    logits = rng.normal(size=shape)
+    labels = rng.integers(0, shape[1], size=(shape[0], 1, *shape[2:]))
+    onehot = np.concatenate([(labels == c) for c in range(shape[1])], axis=1).astype(np.float64)
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    got = ResidualMomentLoss(orders, activation="sigmoid", pixel_reduction="mean", reduction="sum")(
+        torch.from_numpy(logits), torch.from_numpy(labels))
+    expected = moment_loss_by_loops(probs, onehot, orders, 1, pixel_reduction="mean").sum()
+    assert got.item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_sigmoid_single_channel_keeps_its_only_channel():
+    """One sigmoid channel (binary segmentation): include_background=False is ignored, with a warning."""
+    rng = np.random.default_rng(33)
+    logits = rng.normal(size=(2, 1, 3, 4))
+    target = (rng.random((2, 1, 3, 4)) < 0.5).astype(np.float64)
+    with pytest.warns(UserWarning, match="single channel"):
+        got = ResidualMomentLoss([(2, 0), (0, 2)], activation="sigmoid", to_onehot_y=False, reduction="none")(
+            torch.from_numpy(logits), torch.from_numpy(target))
+    expected = moment_loss_by_loops(1.0 / (1.0 + np.exp(-logits)), target, [(2, 0), (0, 2)], 0)
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape, orders", SIGMOID_CASES)
+@pytest.mark.parametrize("to_onehot_y", [True, False])
+def test_given_probabilities_by_loops(shape, orders, to_onehot_y):
+    """activation=None: the input is used as it is (here per-channel values that need not sum to 1)."""
+    rng = np.random.default_rng(34)
+    probs = rng.random(shape)
+    labels = rng.integers(0, shape[1], size=(shape[0], 1, *shape[2:]))
+    onehot = np.concatenate([(labels == c) for c in range(shape[1])], axis=1).astype(np.float64)
+    target = labels if to_onehot_y else onehot
+    for include_background in (False, True):
+        loss = ResidualMomentLoss(orders, include_background=include_background, activation=None,
+                                  to_onehot_y=to_onehot_y, reduction="none")
+        got = loss(torch.from_numpy(probs), torch.from_numpy(target))
+        expected = moment_loss_by_loops(probs, onehot, orders, 0 if include_background else 1)
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)

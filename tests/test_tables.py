@@ -50,7 +50,51 @@ def test_wilcoxon_against_scipy_on_fixture():
     assert np.isnan(_cell(df, "unet", "cup", "dice")["p_dice_vs_baseline"])
 
 
-def test_missing_runs_show_as_missing_never_as_numbers():
+def test_table2_matches_golden_markdown():
+    df, notes = build_table(TABLE2, RUNS)
+    assert render_markdown(TABLE2, df, notes) == (GOLDEN / "table2.md").read_text()
+
+
+# Table 2 fixture (tests/golden/runs/table2): atrium Dice of cases la01..la04 per seed
+VNET = {0: [0.88, 0.84, 0.90, 0.80], 1: [0.86, 0.86, 0.88, 0.82]}
+RM3 = {0: [0.90, 0.87, 0.87, 0.85], 1: [0.88, 0.89, 0.89, 0.85], 2: [0.91, 0.90, 0.95, 0.87]}
+RM4 = {0: [0.874, 0.87, 0.946, 0.82]}
+
+
+def test_table2_pooled_mean_std_by_hand():
+    df, notes = build_table(TABLE2, RUNS)
+    vnet = np.array(VNET[0] + VNET[1])
+    cell = _cell(df, "vnet", "atrium", "dice")
+    assert cell["mean"] == pytest.approx(100 * vnet.mean()) and cell["mean"] == pytest.approx(85.5)
+    assert cell["std"] == pytest.approx(100 * np.std(vnet, ddof=0))  # ddof=0, as the caption says
+    assert cell["std"] != pytest.approx(100 * np.std(vnet, ddof=1))
+    assert f"| vnet | rmseg | {100 * vnet.mean():.2f} ({100 * vnet.std():.2f}) |" in (GOLDEN / "table2.md").read_text()
+    rm3 = _cell(df, "rm3", "atrium", "dice")  # seed 2, which vnet lacks, still counts in mean (std)
+    assert rm3["mean"] == pytest.approx(100 * np.mean(RM3[0] + RM3[1] + RM3[2]))
+    assert (rm3["n_cases"], rm3["n_seeds"], rm3["seeds"]) == (4, 3, "0 1 2")
+    # vnet 95HD: (8 + 10 + 6 + 14 + 9 + 9 + 7 + 13) / 8; rm4 95HD of la02 is null: (9 + 5 + 11) / 3
+    assert _cell(df, "vnet", "atrium", "hd95")["mean"] == pytest.approx(9.5)
+    assert _cell(df, "rm4", "atrium", "hd95")["mean"] == pytest.approx(25 / 3)
+    assert "rm4 atrium hd95: 1 case value(s) undefined, left out." in notes
+
+
+def test_table2_wilcoxon_over_common_seeds_against_scipy():
+    df, _ = build_table(TABLE2, RUNS)
+    vnet = np.mean([VNET[0], VNET[1]], axis=0)
+    rm3 = np.mean([RM3[0], RM3[1]], axis=0)  # only the seeds vnet has too: seed 2 is left out
+    cell = _cell(df, "rm3", "atrium", "dice")
+    assert cell["p_dice_vs_baseline"] == pytest.approx(wilcoxon(rm3, vnet).pvalue)
+    # differences +0.02, +0.03, -0.01, +0.04: the only negative one has rank 1, exact p = 2 * 2 / 2**4
+    assert cell["p_dice_vs_baseline"] == pytest.approx(0.25) and cell["n_pairs"] == 4
+    assert wilcoxon(np.mean(list(RM3.values()), axis=0), vnet).pvalue == pytest.approx(0.125)  # all 3 seeds differ
+    # rm4 has seed 0 only, so it is paired with vnet seed 0 (not vnet's two-seed mean, which gives 0.125)
+    rm4 = _cell(df, "rm4", "atrium", "dice")
+    assert rm4["p_dice_vs_baseline"] == pytest.approx(wilcoxon(RM4[0], VNET[0]).pvalue)
+    assert rm4["p_dice_vs_baseline"] == pytest.approx(0.25)
+    assert wilcoxon(RM4[0], vnet).pvalue == pytest.approx(0.125)
+
+
+def test_missing_runs_show_as_missing_never_as_numbers(tmp_path):
     df, notes = build_table(TABLE1, RUNS)
     mse = df[df.row == "mse"]
     assert mse["mean"].isna().all() and (mse["n_seeds"] == 0).all()
@@ -58,8 +102,11 @@ def test_missing_runs_show_as_missing_never_as_numbers():
     text = render_markdown(TABLE1, df, notes)
     assert "| mse | rmseg | — | — | — | — | — | missing |" in text
     df2, notes2 = build_table(TABLE2, RUNS)
-    assert df2["mean"].isna().all()
-    assert "| vnet | rmseg | — | — | — | — | baseline | missing |" in render_markdown(TABLE2, df2, notes2)
+    assert df2[df2.row.isin(["boundary", "hd", "sdf"])]["mean"].isna().all()
+    assert "| hd | rmseg | — | — | — | — | — | missing |" in render_markdown(TABLE2, df2, notes2)
+    empty, _ = build_table(TABLE2, tmp_path)  # no runs at all: every row missing, the baseline too
+    assert empty["mean"].isna().all()
+    assert "| vnet | rmseg | — | — | — | — | baseline | missing |" in render_markdown(TABLE2, empty, [])
 
 
 def test_published_values_and_difference(monkeypatch):
