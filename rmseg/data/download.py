@@ -105,7 +105,10 @@ def verify_la(root: Path) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: the paper's protocol needs it; download the data again")
         if sha256(path) != expected:
-            raise ValueError(f"{path} has SHA-256 {sha256(path)}, expected {expected}: the file is damaged; download it again")
+            raise ValueError(
+                f"{path} has SHA-256 {sha256(path)}, expected {expected}: the file is damaged; delete {root} and "
+                f"{root.parent / '.downloads' / (root.name + '.zip')} (the cached archive, if there), then download again"
+            )
     return len(LA2018_SHA256)
 
 
