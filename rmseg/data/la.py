@@ -40,7 +40,10 @@ def read_list(root: Path | str, split: str) -> list[str]:
     _check_root(root)
     path = root / LISTS[split]
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: put UA-MT's {LISTS[split]} (one case id per line) in {root}")
+        raise FileNotFoundError(
+            f"{path} not found: put UA-MT's {LISTS[split]} (one case id per line; the split of Ma et al., in "
+            f"UA-MT's repository github.com/yulequan/UA-MT under data/) in {root}"
+        )
     ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not ids:
         raise ValueError(f"{path} lists no case id: restore UA-MT's {LISTS[split]}")
