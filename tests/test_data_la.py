@@ -151,25 +151,19 @@ def write_nrrd(path, volume):
     sitk.WriteImage(sitk.GetImageFromArray(volume.transpose(2, 1, 0)), str(path))
 
 
-def test_raw_shape_mismatch_names_both_files(tmp_path):
+@pytest.mark.parametrize("label_shape, value, error", [
+    ((30, 30, 3), 255, r"c2/laendo\.nrrd has shape \(30, 30, 3\) but .*c2/lgemri\.nrrd has \(30, 30, 4\)"),
+    # laendo.nrrd marks the atrium 255; a label holding other values only (here 1) has no atrium voxel
+    ((30, 30, 4), 1, r"c2/laendo\.nrrd has no atrium voxel \(value 255\)"),
+], ids=["shape_mismatch", "no_255"])
+def test_raw_bad_label_is_refused_naming_the_file(tmp_path, label_shape, value, error):
     raw = write_la_raw_synthetic(tmp_path / "raw", ["c1", "c2"], train=["c1"], shape=(30, 30, 4))
-    label = np.zeros((30, 30, 3), np.uint8)
-    label[10:20, 10:20, 1] = 255
+    label = np.zeros(label_shape, np.uint8)
+    label[10:20, 10:20, 1] = value
     write_nrrd(raw / "c2" / "laendo.nrrd", label)
-    with pytest.raises(ValueError, match=r"c2/laendo\.nrrd has shape \(30, 30, 3\) but .*c2/lgemri\.nrrd has \(30, 30, 4\)"):
+    with pytest.raises(ValueError, match=error):
         la.prepare_raw(raw, tmp_path / "prep")
     assert not (tmp_path / "prep").exists() and not list(tmp_path.glob(".prep*"))
-
-
-def test_raw_label_without_255_is_refused(tmp_path):
-    """laendo.nrrd marks the atrium 255; a label holding other values only (here 1) has no atrium voxel."""
-    raw = write_la_raw_synthetic(tmp_path / "raw", ["c1", "c2"], train=["c1"], shape=(30, 30, 4))
-    label = np.zeros((30, 30, 4), np.uint8)
-    label[10:20, 10:20, 1] = 1
-    write_nrrd(raw / "c2" / "laendo.nrrd", label)
-    with pytest.raises(ValueError, match=r"c2/laendo\.nrrd has no atrium voxel \(value 255\)"):
-        la.prepare_raw(raw, tmp_path / "prep")
-    assert not (tmp_path / "prep").exists()
 
 
 def test_ua_mt_preprocess_refuses_an_empty_label(tmp_path):
