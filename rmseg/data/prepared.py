@@ -52,8 +52,10 @@ def prepare_once(
         existing = json.loads(manifest_path.read_text()).get("parameters")
         if existing == parameters:
             return prepared_dir, False
+        existing = existing or {}
+        differ = sorted(k for k in set(existing) | set(parameters) if existing.get(k) != parameters.get(k))
         raise FileExistsError(
-            f"{prepared_dir} was prepared with parameters {existing}, not {parameters}: refusing to "
+            f"{prepared_dir} was prepared with other parameters ({', '.join(differ)} differ): refusing to "
             f"overwrite it. Write elsewhere with data.prepared_dir=<new folder> (or --out <new folder>), "
             f"or delete {prepared_dir} yourself."
         )
