@@ -2,6 +2,7 @@
 
     rmseg-eval --checkpoint results/runs/table1/rm20/seed0/checkpoint.pt --out results/eval/rm20_seed0
     rmseg-eval --predictions my_preds/ --data gs --out results/eval/mine [--data-override root=...]
+    rmseg-eval --checkpoint .../checkpoint.pt --out results/eval/x --data-override root=data/la2018_compact
 
 A checkpoint carries its resolved config (``data``, ``model``, ``loss``, ``eval``); predictions are label
 maps named by case id (``<id>.png`` in 2D, ``<id>.nii.gz`` in 3D) evaluated against the test cases of
@@ -81,8 +82,12 @@ def _check_out(out: Path) -> None:
         raise FileExistsError(f"{out / 'summary.json'} exists; choose another --out (results are never overwritten)")
 
 
-def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, device: str = "cpu", save: str | None = None, workers: int | None = None) -> Path:
-    """Evaluate a run's checkpoint on its data config's test cases; return the summary path."""
+def evaluate_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, device: str = "cpu", save: str | None = None, workers: int | None = None,
+    data_overrides: Sequence[str] = (),
+) -> Path:
+    """Evaluate a run's checkpoint on its data config's test cases, with ``data_overrides`` (``key=value``
+    under ``data``, e.g. ``root=/elsewhere`` for the same data at another place); return the summary path."""
     from rmseg.data import load_test_cases
     from rmseg.models import build_model
 
@@ -91,6 +96,15 @@ def evaluate_checkpoint(checkpoint: str | Path, out: str | Path, *, device: str 
     ckpt = load_checkpoint(checkpoint)
     cfg = ckpt["config"]
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    if data_overrides:
+        bad = [o for o in data_overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"data overrides {bad} must be key=value")
+        unknown = [o.split("=", 1)[0] for o in data_overrides if o.split("=", 1)[0].split(".")[0] not in cfg["data"]]
+        if unknown:
+            raise ValueError(f"data overrides {unknown} name no key of the checkpoint's data config {sorted(cfg['data'])}")
+        data = OmegaConf.merge(OmegaConf.create(cfg["data"]), OmegaConf.from_dotlist(list(data_overrides)))
+        cfg["data"] = OmegaConf.to_container(data, resolve=True)
     ecfg = OmegaConf.create(cfg.get("eval") or {})
     if save is not None:
         ecfg.save_predictions = save
@@ -153,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--checkpoint", help="checkpoint.pt of a run (config read from it)")
     source.add_argument("--predictions", help="folder of <id>.png / <id>.nii.gz label maps")
     parser.add_argument("--data", help="with --predictions: data config name (configs/data/) or YAML file")
-    parser.add_argument("--data-override", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--data-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a data config key (e.g. root=/path/to/copy), for --predictions or --checkpoint")
     parser.add_argument("--out", required=True, help="folder for summary.json and per_case.csv")
     parser.add_argument("--experiment", default="predictions", help="experiment name recorded in summary.json")
     parser.add_argument("--seed", type=int, default=None)
@@ -163,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.checkpoint:
-            path = evaluate_checkpoint(args.checkpoint, args.out, device=args.device, save=args.save_predictions, workers=args.workers)
+            path = evaluate_checkpoint(args.checkpoint, args.out, device=args.device, save=args.save_predictions,
+                                       workers=args.workers, data_overrides=args.data_override)
         else:
             if not args.data:
                 parser.error("--predictions needs --data (a configs/data/ name or a YAML file)")
