@@ -93,7 +93,7 @@ def overlay_figure(
         if pred is not None and np.shape(pred) != gt.shape:
             raise ValueError(f"prediction {name!r} has shape {np.shape(pred)}, ground truth {gt.shape}")
     shown = _display_image(image)
-    fig, axes = plt.subplots(1, len(predictions), figsize=(3.6 * len(predictions), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(predictions), figsize=(3.6 * len(predictions), 3.8), squeeze=False, layout="constrained")
     for ax, (name, pred) in zip(axes[0], predictions.items()):
         ax.imshow(shown, cmap="gray", interpolation="nearest")
         _draw_contours(ax, gt, structures, GT_COLOR)

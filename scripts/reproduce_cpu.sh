@@ -104,7 +104,8 @@ case "${1:-}" in
         done
         [ -d "$RUNS_LA_LONG" ] && "$PY" -m rmseg.tables --runs "$RUNS_LA_LONG" --out results/tables/cpu_la3000 --table table2
         "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/cpu
-        "$PY" -m rmseg.figures --runs "$RUNS_SUM" --out results/figures/cpu_rm_sum ;;
+        "$PY" -m rmseg.figures --runs "$RUNS_SUM" --out results/figures/cpu_rm_sum
+        [ -d "$RUNS_LA_LONG" ] && "$PY" -m rmseg.figures --runs "$RUNS_LA_LONG" --out results/figures/cpu_la3000 ;;
     *)
         echo "usage: $0 table1 | table1_sum | table2 | table2_sum | table2_long | ablation | report" >&2
         exit 2 ;;
