@@ -102,10 +102,14 @@ case "${1:-}" in
         for dir in "$RUNS_ALPHA"/alpha*; do
             [ -d "$dir" ] && "$PY" -m rmseg.tables --runs "$dir" --out "results/tables/cpu_rm_alpha/$(basename "$dir")" --table table1
         done
-        [ -d "$RUNS_LA_LONG" ] && "$PY" -m rmseg.tables --runs "$RUNS_LA_LONG" --out results/tables/cpu_la3000 --table table2
+        if [ -d "$RUNS_LA_LONG" ]; then
+            "$PY" -m rmseg.tables --runs "$RUNS_LA_LONG" --out results/tables/cpu_la3000 --table table2
+        fi
         "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/cpu
         "$PY" -m rmseg.figures --runs "$RUNS_SUM" --out results/figures/cpu_rm_sum
-        [ -d "$RUNS_LA_LONG" ] && "$PY" -m rmseg.figures --runs "$RUNS_LA_LONG" --out results/figures/cpu_la3000 ;;
+        if [ -d "$RUNS_LA_LONG" ]; then
+            "$PY" -m rmseg.figures --runs "$RUNS_LA_LONG" --out results/figures/cpu_la3000
+        fi ;;
     *)
         echo "usage: $0 table1 | table1_sum | table2 | table2_sum | table2_long | ablation | report" >&2
         exit 2 ;;
