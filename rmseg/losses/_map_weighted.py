@@ -11,16 +11,9 @@ from rmseg.losses._utils import check_activation, check_choice, prepare_probabil
 from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache
 
 
-class MapWeightedLoss(nn.Module):
-    """Probabilities weighted by a ground-truth map, averaged over voxels and classes per sample.
-
-    Subclasses set ``ground_truth_map(mask, backend, cache) -> map`` (computed on the CPU without
-    gradient, see :mod:`rmseg.losses.distance_maps`) and document their own arguments. One transfer
-    per step: the thresholded ground truth goes to the host in one device-to-host copy and its map
-    comes back in one host-to-device copy.
-    """
-
-    ground_truth_map: Callable
+class DistanceMapLossBase(nn.Module):
+    """Options shared by the losses built on distance maps, checked once: channels, activation, target
+    format, batch reduction, EDT backend and the ground-truth map cache."""
 
     def __init__(
         self,
@@ -40,6 +33,18 @@ class MapWeightedLoss(nn.Module):
         self.reduction = reduction
         self.backend = backend
         self.cache = map_cache(cache_size)
+
+
+class MapWeightedLoss(DistanceMapLossBase):
+    """Probabilities weighted by a ground-truth map, averaged over voxels and classes per sample.
+
+    Subclasses set ``ground_truth_map(mask, backend, cache) -> map`` (computed on the CPU without
+    gradient, see :mod:`rmseg.losses.distance_maps`) and document their own arguments. One transfer
+    per step: the thresholded ground truth goes to the host in one device-to-host copy and its map
+    comes back in one host-to-device copy.
+    """
+
+    ground_truth_map: Callable
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs, onehot = prepare_probabilities_and_onehot(

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
+from rmseg.losses._map_weighted import DistanceMapLossBase
+from rmseg.losses._utils import check_choice, prepare_probabilities_and_onehot, reduce_batch
 from rmseg.losses.distance_maps import (
-    BACKENDS,
     DEFAULT_BACKEND,
     foreground_distance_map,
-    map_cache,
     maps_to_device,
     masks_to_host,
     two_sided_distance_map,
@@ -23,7 +21,7 @@ __all__ = ["HausdorffDistanceLoss"]
 VARIANTS = ("foreground", "inside_outside")
 
 
-class HausdorffDistanceLoss(nn.Module):
+class HausdorffDistanceLoss(DistanceMapLossBase):
     """``L = mean_{c, x} (p_c - g_c)^2 * (d_pred,c^a + d_gt,c^a)`` with ``a = alpha`` (2 by default).
 
     ``d_gt`` is a distance map of the ground truth, ``d_pred`` of the thresholded prediction
@@ -71,20 +69,12 @@ class HausdorffDistanceLoss(nn.Module):
         backend: str = DEFAULT_BACKEND,
         cache_size: int = 0,
     ) -> None:
-        super().__init__()
         check_choice("variant", variant, VARIANTS)
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
-        check_choice("backend", backend, BACKENDS)
+        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
             raise ValueError(f"alpha={alpha!r} must be a positive number (Karimi & Salcudean use 2)")
         self.variant = variant
         self.alpha = float(alpha)
-        self.activation = check_activation(activation)
-        self.include_background = bool(include_background)
-        self.to_onehot_y = bool(to_onehot_y)
-        self.reduction = reduction
-        self.backend = backend
-        self.cache = map_cache(cache_size)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs, onehot = prepare_probabilities_and_onehot(
