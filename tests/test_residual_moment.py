@@ -148,21 +148,27 @@ def test_analytic_backward_kernel_matches_autograd(activation, first, to_onehot_
     torch.testing.assert_close(analytic, x.grad, rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("frame", ["patch", "volume"])
-def test_compiled_kernels_match_plain_kernels(frame):
-    logits, labels = random_case((2, 6, 5, 4), seed=14, dtype=torch.float32)
-    context = dict(offset=torch.tensor([1, 2, 0]), full_shape=torch.tensor([9, 8, 4]))
+def assert_compiled_matches_plain(logits, loss_of):
+    """``loss_of(x, compile)`` with ``compile=True`` equals the plain path in value and gradient wrt ``x``."""
     values, grads = [], []
     for compile in (False, True):
         x = logits.clone().requires_grad_(True)
-        loss = ResidualMomentLoss(ORDERS_3D, coordinate_frame=frame, compile=compile)
-        value = loss(x, labels, **context)
+        value = loss_of(x, compile)
         value.backward()
         values.append(value.detach())
         grads.append(x.grad)
     torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frame", ["patch", "volume"])
+def test_compiled_kernels_match_plain_kernels(frame):
+    logits, labels = random_case((2, 6, 5, 4), seed=14, dtype=torch.float32)
+    context = dict(offset=torch.tensor([1, 2, 0]), full_shape=torch.tensor([9, 8, 4]))
+    assert_compiled_matches_plain(
+        logits, lambda x, compile: ResidualMomentLoss(ORDERS_3D, coordinate_frame=frame, compile=compile)(x, labels, **context)
+    )
 
 
 def test_bfloat16_under_cpu_autocast_stays_close_to_float32():
@@ -401,15 +407,9 @@ def test_from_probabilities_bfloat16_stays_close_to_float32():
 @pytest.mark.slow
 def test_compiled_from_probabilities_matches_plain():
     logits, labels = random_case((2, 6, 5, 4), seed=25, dtype=torch.float32)
-    values, grads = [], []
-    for compile in (False, True):
-        x = logits.clone().requires_grad_(True)
-        value = ResidualMomentLoss(ORDERS_3D, compile=compile).from_probabilities(torch.softmax(x, 1), labels)
-        value.backward()
-        values.append(value.detach())
-        grads.append(x.grad)
-    torch.testing.assert_close(values[1], values[0], rtol=1e-5, atol=1e-7)
-    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+    assert_compiled_matches_plain(
+        logits, lambda x, compile: ResidualMomentLoss(ORDERS_3D, compile=compile).from_probabilities(torch.softmax(x, 1), labels)
+    )
 
 
 def test_from_probabilities_with_caller_one_hot_equals_label_target():
