@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from monai.transforms import Compose
+from monai.transforms import Compose, EnsureTyped, RandFlipd, RandRotate90d
 
 from rmseg.data import DrishtiConfig, LAConfig, as_data_config, build_train_dataset, load_test_cases
 from rmseg.data.transforms import RandCropWithOffsetd, la_transforms
@@ -53,6 +53,33 @@ def test_la_augmentation_offset_in_the_augmented_volume():
         np.testing.assert_array_equal(out["image"][0], full["image"][0][o[0]:o[0] + 6, o[1]:o[1] + 4, o[2]:o[2] + 5])
         np.testing.assert_array_equal(out["label"], out["image"].long() % 3)
         assert out["label"].dtype == torch.int64 and type(out["image"]) is torch.Tensor
+
+
+@pytest.mark.parametrize("patch", [(4, 6, 3), (12, 5, 7)])
+def test_la_view_augmentation_equals_monai_rotations_and_flips(patch):
+    """The view-based pipeline draws as MONAI's RandRotate90d/RandFlipd and gives the same patches, bitwise."""
+    monai_random = Compose([
+        RandRotate90d(("image", "label"), prob=1.0, max_k=4, spatial_axes=(0, 1)),
+        RandFlipd(("image", "label"), prob=0.5, spatial_axis=0),
+        RandFlipd(("image", "label"), prob=0.5, spatial_axis=1),
+        EnsureTyped(("image", "label"), data_type="tensor", track_meta=False),
+        RandCropWithOffsetd(patch),
+    ])
+    _, views = la_transforms(patch)
+    item = _sample((10, 7, 5))
+    cached = {"id": "x", "image": item["image"].numpy(), "label": item["label"].numpy().astype(np.uint8)}
+    for array in (cached["image"], cached["label"]):
+        array.flags.writeable = False
+    for seed in range(6):
+        monai_random.set_random_state(seed=seed)
+        views.set_random_state(seed=seed)
+        for _ in range(8):
+            want, got = monai_random(dict(item)), views(dict(cached))
+            for key in ("image", "label", "offset", "full_shape"):
+                assert torch.equal(got[key], want[key]), key
+            assert got["label"].dtype == torch.int64 and got["image"].is_contiguous()
+            assert not np.shares_memory(got["image"].numpy(), cached["image"])  # the patch is a copy
+    np.testing.assert_array_equal(cached["image"], item["image"].numpy())  # the cache is untouched
 
 
 def test_la_augmentation_draws_all_8_axial_symmetries():

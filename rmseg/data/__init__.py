@@ -89,7 +89,9 @@ def build_train_dataset(cfg: Any) -> Dataset:
     transform = Compose([*fixed.transforms, *random.transforms])
     transform.set_random_state(seed=cfg.seed)
     if cfg.cache:
-        return CacheDataset(items, transform, progress=False, num_workers=max(cfg.num_workers, 1))
+        # LA's random part only reads the cached (read-only) volumes through views: no per-sample copy needed
+        return CacheDataset(items, transform, progress=False, num_workers=max(cfg.num_workers, 1),
+                            copy_cache=isinstance(cfg, DrishtiConfig))
     return Dataset(items, transform)
 
 

@@ -1,9 +1,12 @@
 """MONAI dictionary transforms of the training pipelines.
 
 Deterministic part (cached by MONAI's CacheDataset): load a case into ``image (C, *S)`` float32 and
-``label (1, *S)`` int64. Random part: flips / axial 90-degree rotations, then for LA a random patch
-crop that records where the patch lies in the full augmented volume (``offset``, ``full_shape``) for
-``ResidualMomentLoss(coordinate_frame="volume")``.
+``label (1, *S)`` int64 (LA: uint8 while cached, int64 once cropped). Random part: flips / axial
+90-degree rotations, then for LA a random patch crop that records where the patch lies in the full
+augmented volume (``offset``, ``full_shape``) for ``ResidualMomentLoss(coordinate_frame="volume")``.
+
+LA's rotation and flips are MONAI's (same random draws) but return read-only numpy views, so only
+the patch is ever copied: the cached volume is neither copied nor rotated per sample.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.transforms import (
+    CastToTyped,
     Compose,
     EnsureTyped,
     MapTransform,
@@ -44,18 +48,48 @@ class LoadDrishtid(MapTransform):
 
 
 class LoadH5d(MapTransform):
-    """UA-MT case ``{id, path}`` -> ``image (1, H, W, D)`` float32 and ``label (1, H, W, D)`` int64."""
+    """UA-MT case ``{id, path}`` -> read-only arrays ``image (1, H, W, D)`` float32, ``label (1, H, W, D)`` uint8.
+
+    Read-only, so that a transform writing into a cached volume fails instead of corrupting the cache.
+    """
 
     def __init__(self) -> None:
         super().__init__(KEYS)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         image, label = read_h5(Path(data["path"]))
-        return {
-            "id": data["id"],
-            "image": torch.from_numpy(image)[None],
-            "label": torch.from_numpy(label.astype(np.int64))[None],
-        }
+        out = {"id": data["id"], "image": image[None], "label": label.astype(np.uint8, copy=False)[None]}
+        for key in KEYS:
+            out[key].flags.writeable = False
+        return out
+
+
+def _as_array(value: Any) -> np.ndarray:
+    return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+class AxialRotate90Viewd(RandRotate90d):
+    """MONAI's ``RandRotate90d`` (same random draws, same result) as a numpy view: no copy is made."""
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        self.randomize()
+        d = dict(data)
+        axes = tuple(a + 1 for a in self.spatial_axes)  # channel first
+        for key in self.key_iterator(d):
+            d[key] = np.rot90(_as_array(d[key]), self._rand_k, axes) if self._do_transform else _as_array(d[key])
+        return d
+
+
+class FlipViewd(RandFlipd):
+    """MONAI's ``RandFlipd`` (same random draws, same result) as a numpy view: no copy is made."""
+
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        self.randomize(None)
+        d = dict(data)
+        axes = tuple(a + 1 for a in np.atleast_1d(self.flipper.spatial_axis))
+        for key in self.key_iterator(d):
+            d[key] = np.flip(_as_array(d[key]), axes) if self._do_transform else _as_array(d[key])
+        return d
 
 
 class FullFramed(MapTransform):
@@ -80,6 +114,7 @@ class RandCropWithOffsetd(Randomizable, MapTransform):
     ``full_shape`` (shape of the padded full volume) so that ``full[offset + idx] == patch[idx]``.
     MONAI's RandSpatialCropd does not return its start, hence this transform; it also copies only the
     patch instead of padding the whole volume first (about 25 ms saved per 112x112x80 LA sample).
+    Takes tensors or arrays (views included); returns new contiguous tensors that share no memory with the input.
     """
 
     def __init__(self, patch_size: Sequence[int]) -> None:
@@ -107,13 +142,13 @@ class RandCropWithOffsetd(Randomizable, MapTransform):
             src.append(slice(lo, hi))
             dst.append(slice(lo - (start - b), hi - (start - b)))
         for key in KEYS:
-            volume = torch.as_tensor(out[key])
+            volume = _as_array(out[key])
             if full_shape == shape:
-                out[key] = volume[tuple(src)].clone()
+                patch = np.array(volume[tuple(src)], order="C")  # always a copy
             else:
-                patch = volume.new_zeros((volume.shape[0], *self.patch_size))
+                patch = np.zeros((volume.shape[0], *self.patch_size), dtype=volume.dtype)
                 patch[tuple(dst)] = volume[tuple(src)]
-                out[key] = patch
+            out[key] = torch.from_numpy(patch)
         out["offset"] = torch.tensor(self._start, dtype=torch.int64)
         out["full_shape"] = torch.tensor(full_shape, dtype=torch.int64)
         return out
@@ -137,10 +172,11 @@ def la_transforms(patch_size: Sequence[int]) -> tuple[Compose, Compose]:
     the patch crop with its offset.
     """
     random = [
-        RandRotate90d(KEYS, prob=1.0, max_k=4, spatial_axes=(0, 1)),
-        RandFlipd(KEYS, prob=0.5, spatial_axis=0),
-        RandFlipd(KEYS, prob=0.5, spatial_axis=1),
-        _to_plain(),
+        AxialRotate90Viewd(KEYS, prob=1.0, max_k=4, spatial_axes=(0, 1)),
+        FlipViewd(KEYS, prob=0.5, spatial_axis=0),
+        FlipViewd(KEYS, prob=0.5, spatial_axis=1),
         RandCropWithOffsetd(patch_size),
+        CastToTyped("label", dtype=torch.int64),
+        _to_plain(),
     ]
     return Compose([LoadH5d()]), Compose(random)
