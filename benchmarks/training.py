@@ -7,11 +7,14 @@ Settings (the configs ``rmseg-train experiment=...`` runs):
 - ``table2``: ``experiment=table2/rm4``: rmseg's V-Net (Ma et al.), 112x112x80 patches, batch 4,
   CE + Dice + RM with 4 orders, SGD with weight decay.
 
-Variants of the same step: ``fp32``; ``amp_bf16`` (``torch.autocast`` in bfloat16, CPU or CUDA);
-``channels_last`` (channels-last memory format for model and input); ``cudnn_benchmark`` (CUDA only);
-``compile`` (``torch.compile`` of the network). Every variant starts from the same weights and sees the
-same synthetic batches, so its loss curve over the short run is compared with the fp32 curve (largest
-relative difference, with a tolerance per variant).
+Variants of the same step, each a set of the trainer's speed switches (``trainer.<switch>=true``, applied
+by the trainer's own code in ``rmseg.speed``): ``fp32`` (none); ``amp_bf16`` (``trainer.amp``:
+``torch.autocast`` in bfloat16, CPU or CUDA); ``channels_last`` (channels-last memory format for model and
+input); ``cudnn_benchmark`` (cuDNN autotuning, CUDA only; the other variants run cuDNN deterministic, as
+the trainer does); ``compile`` (``torch.compile`` of the network); ``amp_bf16_channels_last`` (both).
+Every variant starts from the same weights and sees the same synthetic batches, so its loss curve over
+the short run is compared with the fp32 curve (largest relative difference, with a tolerance per variant).
+The fastest variant whose curve matches is the setting to write into ``configs/trainer/{gs,la}.yaml``.
 
 Data wait: the real loader (``rmseg.data.build_train_dataset`` on the synthetic stand-ins, in a
 ``torch.utils.data.DataLoader`` with the config's batch size and workers) feeds the fp32 step and the
@@ -36,12 +39,22 @@ from torch import nn
 from benchmarks.common import bench_parser, markdown_table, pick_device, summarize, synchronize, write_report
 from rmseg.config.compose import compose_config
 from rmseg.models import build_model
+from rmseg.speed import compile_for_training, in_format, memory_format, set_cudnn_benchmark
 from rmseg.train import build_loss, build_optimizer
 
 SETTINGS = {"table1": "table1/rm20_02_22", "table2": "table2/rm4"}
-VARIANTS = ("fp32", "amp_bf16", "channels_last", "cudnn_benchmark", "compile")
+# The trainer switches (trainer.<name>=true) each variant turns on; amp in bfloat16.
+VARIANTS = {
+    "fp32": (),
+    "amp_bf16": ("amp",),
+    "channels_last": ("channels_last",),
+    "cudnn_benchmark": ("cudnn_benchmark",),
+    "compile": ("compile",),
+    "amp_bf16_channels_last": ("amp", "channels_last"),
+}
 # Largest relative loss difference to the fp32 curve that still counts as "the same curve".
-CURVE_TOLERANCE = {"fp32": 0.0, "amp_bf16": 0.05, "channels_last": 1e-3, "cudnn_benchmark": 1e-3, "compile": 1e-3}
+CURVE_TOLERANCE = {"fp32": 0.0, "amp_bf16": 0.05, "channels_last": 1e-3, "cudnn_benchmark": 1e-3, "compile": 1e-3,
+                   "amp_bf16_channels_last": 0.05}
 
 
 def setting_config(setting: str, overrides: tuple[str, ...] = ()) -> DictConfig:
@@ -92,35 +105,32 @@ class TrainStep:
     """One SGD iteration of rmseg's training objective: forward (optionally autocast), loss, backward, step.
 
     Mirrors the loop of ``rmseg.train``: network from ``build_model(cfg.model, cfg.data)``, loss and
-    SGD + step schedule from ``rmseg.train.build_loss`` / ``build_optimizer``, autocast around the
-    forward pass only, loss in float32.
+    SGD + step schedule from ``rmseg.train.build_loss`` / ``build_optimizer``, the speed switches of
+    ``rmseg.speed``, autocast around the forward pass only, loss in float32.
     """
 
     def __init__(self, cfg: DictConfig, variant: str, device: torch.device, state: dict[str, Any] | None = None):
         if variant not in VARIANTS:
-            raise ValueError(f"variant={variant!r} is unknown: use one of {VARIANTS}")
-        if variant == "cudnn_benchmark" and device.type != "cuda":
-            raise ValueError("variant 'cudnn_benchmark' needs CUDA; it does not apply on CPU")
+            raise ValueError(f"variant={variant!r} is unknown: use one of {list(VARIANTS)}")
+        switches = VARIANTS[variant]
+        if "cudnn_benchmark" in switches and device.type != "cuda":
+            raise ValueError(f"variant {variant!r} needs CUDA; it does not apply on CPU")
         self.device = device
         self.variant = variant
-        self.memory_format = None
-        if variant == "channels_last":
-            self.memory_format = torch.channels_last if cfg.data.spatial_dims == 2 else torch.channels_last_3d
-        torch.backends.cudnn.benchmark = variant == "cudnn_benchmark"
+        set_cudnn_benchmark("cudnn_benchmark" in switches)
+        self.memory_format = memory_format(cfg.data.spatial_dims, "channels_last" in switches)
         model = build_model(cfg.model, cfg.data)
         if state is not None:
             model.load_state_dict(state)
-        self.model = model.to(device, memory_format=self.memory_format or torch.contiguous_format).train()
-        self.forward = torch.compile(self.model) if variant == "compile" else self.model
+        self.model = in_format(model.to(device), self.memory_format).train()
+        self.forward = compile_for_training(self.model, "compile" in switches)
         self.loss_fn = build_loss(cfg.loss).to(device)
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optim)
-        self.autocast = variant == "amp_bf16"
+        self.autocast = "amp" in switches
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run one iteration on ``batch``; returns the loss (a detached scalar tensor, not synchronised)."""
-        image = batch["image"].to(self.device, non_blocking=True)
-        if self.memory_format is not None:
-            image = image.contiguous(memory_format=self.memory_format)
+        image = in_format(batch["image"].to(self.device, non_blocking=True), self.memory_format)
         label = batch["label"].to(self.device, non_blocking=True)
         context = {k: batch[k].to(self.device) for k in ("offset", "full_shape") if k in batch}
         amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
@@ -146,7 +156,7 @@ def run_variant(
     """Time ``steps`` iterations (the first ``warmup`` untimed) of one variant from weights ``state``."""
     torch.manual_seed(0)
     step = TrainStep(cfg, variant, device, copy.deepcopy(state))
-    if variant == "compile":  # the first two calls compile (forward, then backward/guards): one extra untimed
+    if "compile" in VARIANTS[variant]:  # the first two calls compile (forward, then backward/guards): one extra untimed
         warmup, steps = warmup + 1, steps + 1
     times, losses = [], []
     for i in range(steps):
@@ -246,7 +256,7 @@ def benchmark_setting(
     rows = [run_variant(cfg, "fp32", batches, steps, warmup, device, state)]  # the reference: must run
     skipped = {}
     for variant in [v for v in variants if v != "fp32"]:
-        if variant == "cudnn_benchmark" and device.type != "cuda":
+        if "cudnn_benchmark" in VARIANTS[variant] and device.type != "cuda":
             skipped[variant] = "CUDA only"
             continue
         try:

@@ -13,6 +13,10 @@ Training is iteration based over an infinite, resumable sampler (``rmseg.samplin
 optimizer, scheduler, AMP scaler, iteration and every RNG state, so ``resume=true`` reaches the same
 final weights as an uninterrupted run on the same device.
 
+Speed switches (``rmseg.speed``): ``trainer.channels_last``, ``trainer.cudnn_benchmark`` and ``trainer.compile``
+change how the step runs, not what it computes (up to rounding and dropout masks); checkpoints hold the
+uncompiled model, so a run may resume with other values of them.
+
 Under ``torchrun --nproc_per_node=N -m rmseg.train ...`` one run trains data-parallel on N devices
 (``rmseg.distributed``): ``data.batch_size`` stays the global batch, each rank draws its own share of the
 same global batches as a one-process run, DDP averages the gradients, and rank 0 alone writes the run folder.
@@ -54,12 +58,15 @@ from rmseg.evaluation import eval_config, evaluate_model, write_summary
 from rmseg.models import build_model
 from rmseg.run_dir import RunDir, claim, complete, run_dir
 from rmseg.sampling import RankShare, ResumableSampler, SeededItems, derived_seed
+from rmseg.speed import compile_for_training, in_format, memory_format, set_cudnn_benchmark
 
 log = logging.getLogger("rmseg.train")
 
-#: Keys that may differ between a checkpoint and the config resuming it: they do not change the weights.
+#: Keys that may differ between a checkpoint and the config resuming it: they do not change the weights
+#: (the speed switches and thread count only up to float rounding and dropout masks).
 RESUME_FREE_KEYS = ("resume", "on_exists", "paths", "trainer.progress_bar", "trainer.tensorboard",
-                    "trainer.log_every", "trainer.num_threads", "data.num_workers")
+                    "trainer.log_every", "trainer.num_threads", "trainer.channels_last", "trainer.cudnn_benchmark",
+                    "trainer.compile", "data.num_workers")
 CHECKPOINT_FORMAT = "rmseg-checkpoint-1"
 
 
@@ -282,6 +289,7 @@ def train(cfg: DictConfig) -> Path | None:
     ranks.share(data_cfg.batch_size)
     device = ranks.device(resolved["trainer"]["device"]) if ranks.enabled else _device(resolved["trainer"]["device"])
     threads, rmseg_level = torch.get_num_threads(), logging.getLogger("rmseg").level
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     try:
         if resolved["trainer"]["num_threads"] is not None:
             torch.set_num_threads(resolved["trainer"]["num_threads"])
@@ -295,16 +303,23 @@ def train(cfg: DictConfig) -> Path | None:
     finally:
         torch.set_num_threads(threads)
         logging.getLogger("rmseg").setLevel(rmseg_level)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn
 
 
 def _build(cfg: DictConfig, data_cfg: Any, device: torch.device) -> tuple[Any, torch.nn.Module, torch.nn.Module]:
     dataset = build_train_dataset(cfg.data)
-    return dataset, build_model(cfg.model, data_cfg).to(device), build_loss(cfg.loss).to(device)
+    model = in_format(build_model(cfg.model, data_cfg).to(device),
+                      memory_format(data_cfg.spatial_dims, cfg.trainer.channels_last))
+    return dataset, model, build_loss(cfg.loss).to(device)
 
 
 def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any, device: torch.device,
                      ranks: Ranks) -> Path | None:
-    set_determinism(seed=resolved["seed"])
+    set_determinism(seed=resolved["seed"])  # also cudnn.deterministic=True, cudnn.benchmark=False
+    if resolved["trainer"]["cudnn_benchmark"]:
+        set_cudnn_benchmark(True)
+        if device.type != "cuda":
+            log.warning("trainer.cudnn_benchmark=true has no effect on %s: cuDNN runs on CUDA only", device)
     built: list[Any] = []
 
     def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
@@ -350,7 +365,10 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
     if ranks.enabled:
         log.info("data parallel over %d processes (%s): %d of the %d samples of each batch per process",
                  ranks.world_size, device.type, ranks.share(data_cfg.batch_size), data_cfg.batch_size)
-    net = ranks.wrap(model, device)  # trains; ``model`` (unwrapped, same parameters) is saved and evaluated
+    # DDP, then compile (what torch.compile's DDP support expects); ``net`` trains, ``model`` (unwrapped and
+    # uncompiled, same parameters) is saved and evaluated
+    net = compile_for_training(ranks.wrap(model, device), trainer["compile"])
+    fmt = memory_format(data_cfg.spatial_dims, trainer["channels_last"])
 
     def checkpoint() -> None:
         if not ranks.is_main:
@@ -379,7 +397,7 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 started = time.perf_counter()
                 loss_fn.set_epoch(iteration // iters_per_epoch)
                 batch = next(batches)
-                image, label = batch["image"].to(device), batch["label"].to(device)
+                image, label = in_format(batch["image"].to(device), fmt), batch["label"].to(device)
                 context = {k: batch[k].to(device) for k in ("offset", "full_shape") if k in batch}
                 if ranks.enabled:  # each rank its own dropout masks, drawn from (seed, iteration, rank)
                     torch.manual_seed(derived_seed(seed, iteration, ranks.rank, 2))

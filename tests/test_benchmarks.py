@@ -102,10 +102,21 @@ def test_train_step_rejects_cuda_only_variant_on_cpu():
         TrainStep(cfg, "fp16", CPU)
 
 
+@pytest.mark.parametrize("setting, size, fmt", [("table1", "data.image_size=[32,32]", torch.channels_last),
+                                                 ("table2", "data.patch_size=[16,16,16]", torch.channels_last_3d)])
+def test_train_step_applies_the_trainer_switches_of_its_variant(setting, size, fmt):
+    cfg = setting_config(setting, (SMALL_UNET if setting == "table1" else SMALL_VNET, size))
+    both, plain = TrainStep(cfg, "amp_bf16_channels_last", CPU), TrainStep(cfg, "amp_bf16", CPU)
+    assert both.autocast and plain.autocast
+    assert (both.memory_format, plain.memory_format) == (fmt, torch.contiguous_format)
+    kernels = [p for p in both.model.parameters() if p.dim() >= 4]
+    assert all(p.is_contiguous(memory_format=fmt) for p in kernels) and not all(p.is_contiguous() for p in kernels)
+
+
 def test_training_record_2d_with_data_wait():
     result = benchmark_setting(
         "table1",
-        ("fp32", "amp_bf16", "channels_last", "cudnn_benchmark"),
+        ("fp32", "amp_bf16", "channels_last", "cudnn_benchmark", "amp_bf16_channels_last"),
         steps=2,
         warmup=1,
         device=CPU,
@@ -113,8 +124,9 @@ def test_training_record_2d_with_data_wait():
         data_wait_steps=1,
     )
     assert result["input_shape"] == [2, 3, 32, 32]
-    assert [v["variant"] for v in result["variants"]] == ["fp32", "amp_bf16", "channels_last"]
+    assert [v["variant"] for v in result["variants"]] == ["fp32", "amp_bf16", "channels_last", "amp_bf16_channels_last"]
     assert result["skipped"] == {"cudnn_benchmark": "CUDA only"}
+    assert result["variants"][3]["curve_tolerance"] == 0.05
     for v in result["variants"]:
         assert v["median_s"] > 0 and v["it_per_s"] > 0 and len(v["losses"]) == 2
         assert all(math.isfinite(x) for x in v["losses"])

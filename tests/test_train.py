@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
 import rmseg.train as train_module
 from rmseg import provenance
@@ -350,3 +352,135 @@ def test_cli_multirun_sweeps_experiments_and_seeds(tmp_path, data_dir, repo_root
     for row in ("table1/unet", "table1/rm20"):  # complete folders only, no .seed<k>.tmp left behind
         assert sorted(p.name for p in (results / "runs" / row).iterdir()) == ["seed0", "seed1"]
     assert (sweep / "multirun.yaml").is_file() and not (results / "tmp").exists()
+
+
+# ---------------------------------------------------------------- speed switches
+
+
+def _record_training(monkeypatch, model_hook: bool = True) -> dict[str, list]:
+    """Per training iteration: the loss and, with ``model_hook``, what the model sees in its forward pass
+    (input batch, 4D/5D parameters, cuDNN flags). ``model_hook=False`` for a compiled model."""
+    seen: dict[str, list] = {"losses": [], "inputs": [], "weights": [], "cudnn": []}
+    real_model, real_loss = train_module.build_model, train_module.build_loss
+
+    def pre_hook(module, args):
+        if module.training:
+            seen["inputs"].append(args[0])
+            seen["weights"].append([p for p in module.parameters() if p.dim() >= 4])
+            seen["cudnn"].append((torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic))
+
+    def build_model(*args):
+        model = real_model(*args)
+        if model_hook:
+            model.register_forward_pre_hook(pre_hook)
+        return model
+
+    def build_loss(*args):
+        loss_fn = real_loss(*args)
+        loss_fn.register_forward_hook(lambda module, args, out: seen["losses"].append(out.item()))
+        return loss_fn
+
+    monkeypatch.setattr(train_module, "build_model", build_model)
+    monkeypatch.setattr(train_module, "build_loss", build_loss)
+    return seen
+
+
+def max_rel_diff(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b) and a
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("experiment, fmt", [("table1/rm20", torch.channels_last),
+                                             ("table2/rm4", torch.channels_last_3d)])
+def test_channels_last_trains_in_that_format_along_the_default_curve(experiment, fmt, tmp_path, data_dir, monkeypatch):
+    default = _record_training(monkeypatch)
+    train(tiny(experiment, tmp_path / "default", data_dir))
+    monkeypatch.undo()
+    fast = _record_training(monkeypatch)
+    final = train(tiny(experiment, tmp_path / "fast", data_dir, "trainer.channels_last=true"))
+    assert len(fast["weights"]) == len(fast["losses"]) == 4  # one forward pass per iteration
+    for weights, image in zip(fast["weights"], fast["inputs"]):
+        assert all(w.is_contiguous(memory_format=fmt) for w in weights)
+        assert any(not w.is_contiguous() for w in weights)  # really converted, not both at once
+        assert image.is_contiguous(memory_format=fmt)
+    assert all(w.is_contiguous() for ws in default["weights"] for w in ws)
+    assert not any(w.is_contiguous(memory_format=fmt) and not w.is_contiguous()
+                   for ws in default["weights"] for w in ws)
+    # same batches, weights and (channel-wise Dropout3d) dropout masks: only the convolutions' summation order differs
+    assert max_rel_diff(fast["losses"], default["losses"]) < 1e-5
+    assert (final / "summary.json").is_file()
+
+
+def _compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot train here (a tiny forward and backward pass), or None if it can."""
+    try:
+        torch.compile(torch.nn.Linear(2, 1))(torch.ones(1, 2)).sum().backward()
+    except Exception as err:  # noqa: BLE001 - any failure of the probe means: not on this platform
+        return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return None
+
+
+@pytest.mark.slow
+def test_compile_trains_along_the_plain_curve_and_resumes_uncompiled(tmp_path, data_dir, monkeypatch):
+    """Compiled for 2 iterations, interrupted, resumed uncompiled for the 3rd: the checkpoint holds the
+    plain module's keys (rmseg-eval reads it), and losses and weights follow the uncompiled run."""
+    why = _compile_unavailable()
+    if why is not None:
+        pytest.skip(f"torch.compile does not run on this platform ({why})")
+    from torch._dynamo.utils import counters
+
+    from rmseg.evaluate import evaluate_checkpoint
+
+    extra = ("model.channels=[2,4]", "model.strides=[2]", "trainer.max_iters=3", "trainer.checkpoint_every=2")
+    plain = _record_training(monkeypatch)
+    reference = train(tiny("table1/rm20", tmp_path / "plain", data_dir, *extra))
+    monkeypatch.undo()
+
+    compiled = _record_training(monkeypatch, model_hook=False)
+    real_compile, compile_calls = torch.compile, []
+    monkeypatch.setattr(torch, "compile", lambda model, **kw: compile_calls.append(model) or real_compile(model, **kw))
+    graphs = counters["stats"]["unique_graphs"]
+    _signal_at_first_checkpoint(monkeypatch)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at iteration 2"):
+        train(tiny("table1/rm20", tmp_path / "run", data_dir, *extra, "trainer.compile=true"))
+    monkeypatch.undo()
+    assert len(compile_calls) == 1 and counters["stats"]["unique_graphs"] > graphs  # the forward ran compiled
+    checkpoint = run_dir(tmp_path / "run" / "runs", "table1/rm20", 0).checkpoint
+    keys = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"].keys()
+    assert not [k for k in keys if "_orig_mod." in k] and keys == final_weights(reference).keys()
+    assert evaluate_checkpoint(checkpoint, tmp_path / "eval").is_file()
+
+    resumed_losses = _record_training(monkeypatch)["losses"]
+    final = train(tiny("table1/rm20", tmp_path / "run", data_dir, *extra, "resume=true"))  # compile=false
+    assert len(compiled["losses"]) == 2 and len(resumed_losses) == 1
+    assert max_rel_diff(compiled["losses"] + resumed_losses, plain["losses"]) < 1e-4
+    for key, value in final_weights(reference).items():
+        torch.testing.assert_close(final_weights(final)[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_cudnn_benchmark_is_set_for_the_run_and_restored_after(enabled, tmp_path, data_dir, monkeypatch, caplog):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", False)
+    seen = _record_training(monkeypatch)
+    train(tiny("table1/rm20", tmp_path, data_dir, f"trainer.cudnn_benchmark={str(enabled).lower()}",
+               "trainer.max_iters=2"))
+    # on: autotuning with non-deterministic algorithms allowed; off: set_determinism's deterministic cuDNN
+    assert seen["cudnn"] == [(enabled, not enabled)] * 2
+    assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (False, False)
+    assert ("cudnn_benchmark=true has no effect on cpu" in caplog.text) == enabled
+
+
+@pytest.mark.parametrize("key", ["channels_last", "cudnn_benchmark", "compile"])
+def test_speed_switch_with_a_bad_value_fails_at_composition_naming_it(key, tmp_path, data_dir):
+    with pytest.raises((ConfigCompositionException, ValidationError)) as err:
+        tiny("table1/rm20", tmp_path, data_dir, f"trainer.{key}=maybe")
+    message = str(err.value) + str(err.value.__cause__)
+    assert f"trainer.{key}" in message and "'maybe'" in message and "bool" in message.lower()
+
+
+def test_speed_switches_may_change_on_resume_amp_may_not():
+    saved = {"trainer": {"amp": False, "channels_last": False, "cudnn_benchmark": False, "compile": True}}
+    current = {"trainer": {"amp": True, "channels_last": True, "cudnn_benchmark": True, "compile": False}}
+    assert config_differences(saved, current) == ["trainer.amp: False -> True"]
+    assert config_differences({"trainer": {}}, {"trainer": {"compile": False}}) == []  # checkpoints from before them

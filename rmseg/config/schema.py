@@ -83,6 +83,11 @@ class TrainerConfig:
     ``iters_per_epoch`` None = ceil(training cases / batch size): the epoch handed to loss schedules.
     ``amp``: autocast in ``amp_dtype`` (bfloat16, or float16 with a gradient scaler; both on CPU and GPU).
     ``num_threads``: CPU threads of this process (``torch.set_num_threads``); None leaves PyTorch's default.
+    ``channels_last``: model and input batches in channels-last memory format (``channels_last_3d`` for 3D).
+    ``cudnn_benchmark``: cuDNN autotuning (CUDA only); GPU runs are then not bitwise repeatable.
+    ``compile``: ``torch.compile`` of the network for the training forward pass; checkpoints stay uncompiled.
+    The last three change speed, not the computation (up to rounding and dropout masks: docs/training.md), so a
+    run may resume with other values of them.
     """
 
     max_iters: int = 2000
@@ -93,6 +98,9 @@ class TrainerConfig:
     amp_dtype: AmpDtype = AmpDtype.bfloat16
     device: str = "auto"
     num_threads: Optional[int] = None
+    channels_last: bool = False
+    cudnn_benchmark: bool = False
+    compile: bool = False
     progress_bar: bool = True
     tensorboard: bool = True
 

@@ -1,0 +1,45 @@
+"""Training speed switches, shared by ``rmseg.train`` and ``benchmarks.training`` (one implementation, so
+the benchmark times what the trainer runs): ``trainer.channels_last``, ``trainer.cudnn_benchmark`` and
+``trainer.compile``. They change how the same computation runs, not what it computes, up to float rounding
+and, for element-wise dropout, the masks drawn (docs/training.md, "Speed switches").
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch
+from torch import nn
+
+T = TypeVar("T", nn.Module, torch.Tensor)
+
+
+def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:
+    """``torch.channels_last`` (2D) / ``torch.channels_last_3d`` (3D) if ``channels_last``, else the default."""
+    if not channels_last:
+        return torch.contiguous_format
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"trainer.channels_last=true needs 2D or 3D data, not spatial_dims={spatial_dims}: "
+                         "set trainer.channels_last=false")
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+
+
+def in_format(x: T, fmt: torch.memory_format) -> T:
+    """A module (in place, its 4D/5D parameters and buffers) or a batch tensor in memory format ``fmt``;
+    ``x`` untouched for the default format."""
+    if fmt == torch.contiguous_format:
+        return x
+    return x.to(memory_format=fmt) if isinstance(x, nn.Module) else x.contiguous(memory_format=fmt)
+
+
+def set_cudnn_benchmark(enabled: bool) -> None:
+    """cuDNN autotuning on (fastest algorithm per input shape, non-deterministic algorithms allowed) or off
+    (deterministic algorithms, as ``monai.utils.set_determinism`` sets them). CUDA only; on the CPU inert."""
+    torch.backends.cudnn.benchmark = enabled
+    torch.backends.cudnn.deterministic = not enabled
+
+
+def compile_for_training(net: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(net)`` if ``enabled``, else ``net``. The compiled wrapper only runs the forward pass:
+    save and load the state dict of the module it wraps (keys without ``_orig_mod.``)."""
+    return torch.compile(net) if enabled else net
