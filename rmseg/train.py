@@ -254,15 +254,17 @@ def stop_on_signals() -> Iterator[dict[str, int]]:
 # ---------------------------------------------------------------- training
 
 
-def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int, ranks: Ranks) -> Iterator[dict[str, Any]]:
-    """Batches from iteration ``start_iteration`` on: this rank's share of each global batch."""
+def _batches(dataset: Any, data_cfg: Any, seed: int, start_iteration: int, ranks: Ranks,
+             device: torch.device) -> Iterator[dict[str, Any]]:
+    """Batches from iteration ``start_iteration`` on: this rank's share of each global batch (in pinned
+    memory for a CUDA ``device``, so the copy to the GPU runs asynchronously)."""
     sampler = ResumableSampler(len(dataset), seed, start=start_iteration * data_cfg.batch_size)
     if ranks.enabled:
         sampler = RankShare(sampler, data_cfg.batch_size, ranks.rank, ranks.world_size)
     # its own generator: the loader's base seed must not draw from the global RNG (restored on resume)
     loader = DataLoader(SeededItems(dataset, seed), batch_size=ranks.share(data_cfg.batch_size), sampler=sampler,
                         num_workers=data_cfg.num_workers, persistent_workers=data_cfg.num_workers > 0,
-                        generator=torch.Generator().manual_seed(seed))
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
     return iter(loader)
 
 
@@ -386,7 +388,7 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
 
         writer = SummaryWriter(log_dir=str(run.tmp / "tensorboard"), purge_step=iteration)
     amp_dtype = getattr(torch, trainer["amp_dtype"])
-    batches = _batches(dataset, data_cfg, seed, iteration, ranks)
+    batches = _batches(dataset, data_cfg, seed, iteration, ranks, device)
     bar = tqdm(total=max_iters, initial=iteration, desc=resolved["name"],
                disable=not (trainer["progress_bar"] and ranks.is_main),
                dynamic_ncols=True)
@@ -397,8 +399,9 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 started = time.perf_counter()
                 loss_fn.set_epoch(iteration // iters_per_epoch)
                 batch = next(batches)
-                image, label = in_format(batch["image"].to(device), fmt), batch["label"].to(device)
-                context = {k: batch[k].to(device) for k in ("offset", "full_shape") if k in batch}
+                image = in_format(batch["image"].to(device, non_blocking=True), fmt)
+                label = batch["label"].to(device, non_blocking=True)
+                context = {k: batch[k].to(device, non_blocking=True) for k in ("offset", "full_shape") if k in batch}
                 if ranks.enabled:  # each rank its own dropout masks, drawn from (seed, iteration, rank)
                     torch.manual_seed(derived_seed(seed, iteration, ranks.rank, 2))
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=trainer["amp"]):
