@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rmseg.metrics import evaluate_cases
+from rmseg.speed import in_format, memory_format
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
 COUNTS = ("tp", "fp", "fn", "n_pred", "n_ref")
@@ -41,7 +42,9 @@ class EvalConfig:
 
     ``roi_size``/``strides`` drive 3D sliding-window inference (ignored in 2D, where images are
     predicted whole). ``save_predictions``: ``none``, ``some`` (the first ``num_saved`` test ids in
-    sorted order: what ``make figures`` draws) or ``all``.
+    sorted order: what ``make figures`` draws) or ``all``. ``amp`` (autocast: bfloat16 on CPU, float16 on
+    CUDA) and ``channels_last`` (the model and its inputs in channels-last memory format) change how the
+    forward pass runs, not what it computes, up to rounding (``benchmarks/inference.py`` times them).
     """
 
     roi_size: list[int] = field(default_factory=lambda: [112, 112, 80])
@@ -49,6 +52,7 @@ class EvalConfig:
     sw_batch_size: int = 4
     blend_mode: str = "constant"
     amp: bool = False
+    channels_last: bool = False
     convention: str = "medpy"
     workers: int = 1
     save_predictions: str = "some"
@@ -112,7 +116,8 @@ def predict_probabilities(
     """Class probabilities ``(C, *S)`` (float32, on CPU) of one ``(C_in, *S)`` image.
 
     2D: one forward pass on the whole image. 3D: sliding window with ``eval_cfg`` roi/strides,
-    probabilities (not logits) averaged where windows overlap.
+    probabilities (not logits) averaged where windows overlap. With ``eval_cfg.channels_last`` the model is
+    put in channels-last memory format (in place).
     """
     from monai.inferers import sliding_window_inference
 
@@ -120,11 +125,12 @@ def predict_probabilities(
     x = x.unsqueeze(0).to(device)
     spatial_dims = x.ndim - 2
     device_type = torch.device(device).type
-    model.eval()
+    fmt = memory_format(spatial_dims, eval_cfg.channels_last, "eval.channels_last")
+    in_format(model, fmt).eval()
 
     def predictor(batch: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=device_type, enabled=eval_cfg.amp):
-            logits = model(batch)
+            logits = model(in_format(batch, fmt))
         return probabilities_fn(logits.float())
 
     if spatial_dims == 2:

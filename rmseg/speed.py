@@ -14,13 +14,13 @@ from torch import nn
 T = TypeVar("T", nn.Module, torch.Tensor)
 
 
-def memory_format(spatial_dims: int, channels_last: bool) -> torch.memory_format:
-    """``torch.channels_last`` (2D) / ``torch.channels_last_3d`` (3D) if ``channels_last``, else the default."""
+def memory_format(spatial_dims: int, channels_last: bool, key: str = "trainer.channels_last") -> torch.memory_format:
+    """``torch.channels_last`` (2D) / ``torch.channels_last_3d`` (3D) if ``channels_last``, else the default;
+    ``key`` names the setting in the error for other dimensionalities."""
     if not channels_last:
         return torch.contiguous_format
     if spatial_dims not in (2, 3):
-        raise ValueError(f"trainer.channels_last=true needs 2D or 3D data, not spatial_dims={spatial_dims}: "
-                         "set trainer.channels_last=false")
+        raise ValueError(f"{key}=true needs 2D or 3D data, not spatial_dims={spatial_dims}: set {key}=false")
     return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 

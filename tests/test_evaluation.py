@@ -108,6 +108,27 @@ def _gs_case(cid="a"):
     return {"id": cid, "image": np.zeros((3, 8, 8), np.float32), "label": gt, "spacing": (1.0, 1.0)}
 
 
+@pytest.mark.parametrize(("spatial", "fmt"), [((2,), torch.channels_last), ((3,), torch.channels_last_3d)])
+@pytest.mark.parametrize("amp", [False, True])
+def test_channels_last_and_amp_predictions_match_the_default(spatial, fmt, amp):
+    """eval.channels_last (and eval.amp, bfloat16 on CPU) change how the forward runs, not the probabilities."""
+    torch.manual_seed(0)
+    dims = spatial[0]
+    conv = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+    model = torch.nn.Sequential(conv(2, 8, 3, padding=1), torch.nn.ReLU(), conv(8, 3, 3, padding=1))
+    image = np.random.default_rng(0).standard_normal((2, *([24] * dims)), dtype=np.float32)
+    small = EvalConfig(roi_size=[16, 16, 12], strides=[8, 8, 6])
+    reference = predict_probabilities(model, image, eval_cfg=small)
+    fast = predict_probabilities(model, image, eval_cfg=EvalConfig(roi_size=[16, 16, 12], strides=[8, 8, 6],
+                                                                   channels_last=True, amp=amp))
+    assert model[0].weight.is_contiguous(memory_format=fmt) and not model[0].weight.is_contiguous()
+    assert fast.dtype == torch.float32 and fast.shape == reference.shape == (3, *([24] * dims))
+    torch.testing.assert_close(fast, reference, rtol=0, atol=2e-2 if amp else 1e-5)
+    assert not torch.equal(reference, torch.full_like(reference, 1 / 3))  # the model is not trivially uniform
+    with pytest.raises(ValueError, match=r"eval.channels_last=true needs 2D or 3D data"):
+        predict_probabilities(model, image[..., 0, 0] if dims == 3 else image[..., 0], eval_cfg=EvalConfig(channels_last=True))
+
+
 def test_evaluate_model_rows_match_hand_worked_dice(tmp_path):
     case = _gs_case()
     pred = case["label"].copy()
