@@ -3,7 +3,8 @@
 ``rmseg.evaluation.predict_probabilities`` on rmseg's V-Net (``model=vnet3d``, 2 classes) at the
 protocol's window 112x112x80 and strides 18 in-plane, 4 in depth (UA-MT / Ma et al.), for several
 ``sw_batch_size`` values, in fp32 and with AMP (``eval.amp``: autocast, bfloat16 on CPU, float16 on
-CUDA). Weights are random: the time does not depend on them.
+CUDA), each also in channels-last memory format (``eval.channels_last``). Weights are random: the time
+does not depend on them.
 
 LA volumes range from 148x132x88 to 244x160x88 (27 to 108 windows at these strides). The default
 volume is 244x160x88 (the largest); on CPU without ``--full`` it is 148x132x88 (the smallest), since
@@ -41,25 +42,29 @@ def window_count(shape: Sequence[int], roi: Sequence[int], strides: Sequence[int
 
 def benchmark_volume(
     shape: Sequence[int],
-    settings: Sequence[tuple[int, bool]],
+    settings: Sequence[tuple[int, bool, bool]],
     repeats: int,
     device: torch.device,
     roi: Sequence[int] = ROI,
     strides: Sequence[int] = STRIDES,
     overrides: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Seconds per volume of ``shape`` for every ``(sw_batch_size, amp)`` of ``settings``, side by side,
-    with the network of the Table 2 setting (plus Hydra ``overrides``)."""
-    if not settings or any(sw < 1 for sw, _ in settings):
-        raise ValueError(f"settings {list(settings)} must be a non-empty list of (sw_batch_size >= 1, amp)")
+    """Seconds per volume of ``shape`` for every ``(sw_batch_size, amp, channels_last)`` of ``settings``,
+    side by side, with the network of the Table 2 setting (plus Hydra ``overrides``)."""
+    if not settings or any(len(s) != 3 or s[0] < 1 for s in settings):
+        raise ValueError(
+            f"settings {list(settings)} must be a non-empty list of (sw_batch_size >= 1, amp, channels_last)"
+        )
     torch.manual_seed(0)
     cfg = setting_config("table2", overrides)
     model = build_model(cfg.model, cfg.data).to(device)
     image = torch.randn(1, *shape)
     windows = window_count(shape, roi, strides)
     rows = []
-    for sw, amp in settings:
-        cfg = EvalConfig(roi_size=list(roi), strides=list(strides), sw_batch_size=sw, amp=amp)
+    for sw, amp, channels_last in settings:
+        model.to(memory_format=torch.contiguous_format)  # predict_probabilities sets channels-last in place
+        cfg = EvalConfig(roi_size=list(roi), strides=list(strides), sw_batch_size=sw, amp=amp,
+                         channels_last=channels_last)
         # Warm-up on one window: allocations and kernel selection, not a whole volume.
         predict_probabilities(model, torch.randn(1, *roi), eval_cfg=cfg, device=device)
         times = time_call(
@@ -73,6 +78,7 @@ def benchmark_volume(
             {
                 "sw_batch_size": sw,
                 "amp": amp,
+                "channels_last": channels_last,
                 "volume": list(shape),
                 "windows": windows,
                 **stats,
@@ -99,11 +105,12 @@ def to_markdown(rows: list[dict[str, Any]], device: torch.device) -> str:
     if device.type != "cuda":
         lines += [
             "**GPU: not measured** (no CUDA device on the benchmark machine); `python -m benchmarks.inference` "
-            "runs there unchanged. Which sw_batch_size / AMP setting is fastest on a GPU cannot be read from CPU "
-            "figures.",
+            "runs there unchanged. Which sw_batch_size / AMP / memory-format setting is fastest on a GPU cannot be "
+            "read from CPU figures.",
             "",
         ]
-    lines.append(markdown_table(rows, ["sw_batch_size", "amp", "median_s", "s_per_window", "relative_to_fastest"]))
+    lines.append(markdown_table(rows, ["sw_batch_size", "amp", "channels_last", "median_s", "s_per_window",
+                                       "relative_to_fastest"]))
     lines += [
         "",
         f"At the fastest setting's {per_window:.3g} s per window, the largest LA volume {list(LA_LARGEST)} "
@@ -118,6 +125,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--shape", type=int, nargs=3, default=None, help="volume H W D (default: see module doc)")
     parser.add_argument("--sw-batch-sizes", type=int, nargs="+", default=[1, 4, 8], help="timed in fp32")
     parser.add_argument("--amp-sw-batch-sizes", type=int, nargs="+", default=[4], help="timed with AMP")
+    parser.add_argument("--channels-last-sw-batch-sizes", type=int, nargs="+", default=[4],
+                        help="timed in channels-last memory format, in fp32 and with AMP")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     if args.quick:
@@ -126,7 +135,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         shape = tuple(args.shape or (LA_LARGEST if device.type == "cuda" or args.full else LA_SMALLEST))
         roi, strides = ROI, STRIDES
     repeats = args.repeats or (3 if args.full or device.type == "cuda" else 1)
-    settings = [(sw, False) for sw in args.sw_batch_sizes] + [(sw, True) for sw in args.amp_sw_batch_sizes]
+    settings = ([(sw, False, False) for sw in args.sw_batch_sizes] + [(sw, True, False) for sw in args.amp_sw_batch_sizes]
+                + [(sw, amp, True) for amp in (False, True) for sw in args.channels_last_sw_batch_sizes])
     rows = benchmark_volume(shape, settings, repeats, device, roi, strides)
     markdown = to_markdown(rows, device) if not args.quick else markdown_table(rows, list(rows[0]))
     write_report("inference", markdown, {"device": str(device), "quick": args.quick, "roi": list(roi),

@@ -2,7 +2,8 @@
 
 Each runs as ``python -m benchmarks.<name>`` from the repository root with the options given here;
 ``time_to_table`` runs last since it reads the training and inference reports. ``--quick`` gives the
-smoke-sized runs and writes into ``results/benchmarks/quick/`` so the full reports stay in place.
+smoke-sized runs and writes into ``results/benchmarks/quick/`` so the full reports stay in place; it
+leaves out ``curve_check``, which trains whole runs and has no smoke-sized version.
 A failing benchmark does not stop the others; the exit status is 1 if any failed.
 """
 
@@ -17,11 +18,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOT_BENCHMARKS = {"__init__", "common", "run_all"}
 LAST = ("time_to_table",)
+NOT_QUICK = {"curve_check"}
 
 
-def benchmark_names(folder: Path = REPO_ROOT / "benchmarks") -> list[str]:
-    """Module names of the benchmark scripts in ``folder``, dependencies (time_to_table) last."""
-    names = sorted(p.stem for p in folder.glob("*.py") if p.stem not in NOT_BENCHMARKS)
+def benchmark_names(folder: Path = REPO_ROOT / "benchmarks", quick: bool = False) -> list[str]:
+    """Module names of the benchmark scripts in ``folder``, dependencies (time_to_table) last; ``quick``:
+    those with a smoke-sized run."""
+    names = sorted(p.stem for p in folder.glob("*.py") if p.stem not in NOT_BENCHMARKS | (NOT_QUICK if quick else set()))
     return [n for n in names if n not in LAST] + [n for n in LAST if n in names]
 
 
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=None, help="default results/benchmarks (quick: .../quick)")
     parser.add_argument("--only", nargs="+", default=None, help="run only these benchmarks, e.g. training inference")
     args = parser.parse_args(argv)
-    names = benchmark_names()
+    names = benchmark_names(quick=args.quick)
     if args.only:
         unknown = sorted(set(args.only) - set(names))
         if unknown:

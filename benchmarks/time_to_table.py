@@ -6,8 +6,9 @@ test case), runs one after another, from figures measured on this machine:
 - seconds per iteration: ``training.json`` (the fp32 step, which is the trainer's default, and the
   fastest variant whose loss curve matched fp32);
 - seconds per test case: Table 1 measures here the whole-image prediction of one 512x512 image
-  (``rmseg.evaluation.predict_probabilities``); Table 2 takes the per-window time of ``inference.json``
-  times the windows of the largest LA volume (an upper bound for the 20 test volumes).
+  (``rmseg.evaluation.predict_probabilities``, fp32); Table 2 takes the per-window time of
+  ``inference.json`` at the variant's AMP / channels-last setting times the windows of the largest LA
+  volume (an upper bound for the 20 test volumes).
 
 Rows and iterations come from the experiment configs (``configs/experiment/table{1,2}``). Metric
 computation, data preparation and start-up are not included. With ``--make test`` it also runs the
@@ -29,7 +30,7 @@ import torch
 
 from benchmarks.common import REPO_ROOT, bench_parser, markdown_table, pick_device, summarize, time_call, write_report
 from benchmarks.inference import LA_LARGEST, ROI, STRIDES, window_count
-from benchmarks.training import SETTINGS, setting_config
+from benchmarks.training import SETTINGS, VARIANTS, setting_config
 from rmseg.config.compose import compose_config, experiment_names
 from rmseg.evaluation import EvalConfig, predict_probabilities
 from rmseg.models import build_model
@@ -58,11 +59,21 @@ def seconds_per_2d_image(device: torch.device, repeats: int, size: int = 512) ->
 
 
 def estimate(training: dict[str, Any], inference: dict[str, Any], s_per_image_2d: float, seeds: int) -> list[dict]:
-    """One row per table: rows x seeds runs of (iterations x s/iter + test cases x s/case)."""
-    per_case = {
-        "table1": s_per_image_2d,
-        "table2": min(r["s_per_window"] for r in inference["rows"]) * window_count(LA_LARGEST, ROI, STRIDES),
-    }
+    """One row per table and variant: rows x seeds runs of (iterations x s/iter + test cases x s/case).
+
+    A 3D test case takes the largest LA volume's windows at the fastest per-window time of the inference
+    rows with the variant's AMP / channels-last (fp32 rows where the report has none of those)."""
+    windows = window_count(LA_LARGEST, ROI, STRIDES)
+
+    def s_per_case(name: str, variant: str) -> float:
+        if name == "table1":
+            return s_per_image_2d
+        switches = VARIANTS[variant]
+        wanted = ("amp" in switches, "channels_last" in switches)
+        rows = [r for r in inference["rows"] if (r.get("amp", False), r.get("channels_last", False)) == wanted]
+        rows = rows or [r for r in inference["rows"] if not r.get("amp", False) and not r.get("channels_last", False)]
+        return min(r["s_per_window"] for r in rows) * windows
+
     out = []
     for setting in training["settings"]:
         name = setting["setting"]
@@ -71,10 +82,9 @@ def estimate(training: dict[str, Any], inference: dict[str, Any], s_per_image_2d
         fp32 = next(v for v in setting["variants"] if v["variant"] == "fp32")
         matching = [v for v in setting["variants"] if v["curve_matches"]]
         best = min(matching, key=lambda v: v["median_s"])
-        eval_s = TEST_CASES[name] * per_case[name]
         for variant in dict.fromkeys([fp32["variant"], best["variant"]]):
             s_iter = next(v for v in setting["variants"] if v["variant"] == variant)["median_s"]
-            run_s = iters * s_iter + eval_s
+            run_s = iters * s_iter + TEST_CASES[name] * s_per_case(name, variant)
             out.append(
                 {
                     "table": name,
@@ -85,7 +95,7 @@ def estimate(training: dict[str, Any], inference: dict[str, Any], s_per_image_2d
                     "iterations": iters,
                     "s_per_iteration": s_iter,
                     "test_cases": TEST_CASES[name],
-                    "s_per_test_case": per_case[name],
+                    "s_per_test_case": s_per_case(name, variant),
                     "run_min": run_s / 60,
                     "total_h": len(rows) * seeds * run_s / 3600,
                     "target_gpu_min": TARGETS_GPU_MIN[name],

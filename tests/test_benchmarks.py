@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
 from benchmarks import common
+from benchmarks.curve_check import CPU_PROTOCOL, compare_runs, loss_curve
 from benchmarks.inference import LA_LARGEST, LA_SMALLEST, ROI, STRIDES, benchmark_volume, window_count
 from benchmarks.run_all import benchmark_names
 from benchmarks.scaling import benchmark_sizes, plot
@@ -206,12 +210,15 @@ def test_window_count_by_hand_and_against_monai():
 
 
 def test_inference_record():
-    rows = benchmark_volume((48, 40, 36), [(1, False), (2, True)], repeats=1, device=CPU,
+    settings = [(1, False, False), (2, True, False), (2, True, True)]
+    rows = benchmark_volume((48, 40, 36), settings, repeats=1, device=CPU,
                             roi=(32, 32, 32), strides=(16, 16, 4), overrides=(SMALL_VNET,))
-    assert [(r["sw_batch_size"], r["amp"]) for r in rows] == [(1, False), (2, True)]
+    assert [(r["sw_batch_size"], r["amp"], r["channels_last"]) for r in rows] == settings
     for r in rows:
         assert r["windows"] == 2 * 2 * 2 and r["median_s"] > 0 and r["s_per_window"] > 0
     assert min(r["relative_to_fastest"] for r in rows) == 1
+    with pytest.raises(ValueError, match=r"\(sw_batch_size >= 1, amp, channels_last\)"):
+        benchmark_volume((48, 40, 36), [(1, False)], repeats=1, device=CPU)
 
 
 # ---------------------------------------------------------------- scaling
@@ -252,6 +259,13 @@ def test_time_to_table_arithmetic():
     assert t2["iterations"] == 6000  # Ma et al.'s Table 2 protocol
     assert t2["s_per_test_case"] == pytest.approx(0.01 * 108)
     assert t2["run_min"] == pytest.approx((6000 * 0.25 + 20 * 0.01 * 108) / 60)
+    # with AMP / channels-last inference rows, each variant's test time comes from its own setting
+    inference = {"rows": [{"s_per_window": 0.02, "amp": False, "channels_last": False},
+                          {"s_per_window": 0.01, "amp": False, "channels_last": False},
+                          {"s_per_window": 0.004, "amp": True, "channels_last": False},
+                          {"s_per_window": 0.001, "amp": True, "channels_last": True}]}
+    rows = estimate(training, inference, s_per_image_2d=0.1, seeds=3)
+    assert [r["s_per_test_case"] for r in rows[2:]] == pytest.approx([0.01 * 108, 0.004 * 108])
 
 
 def test_run_all_orders_benchmarks():
@@ -259,6 +273,7 @@ def test_run_all_orders_benchmarks():
     assert {"training", "inference", "scaling", "time_to_table"} <= set(names)
     assert names[-1] == "time_to_table"
     assert not {"common", "run_all", "__init__"} & set(names)
+    assert "curve_check" in names and "curve_check" not in benchmark_names(quick=True)
 
 
 def test_time_interleaved_alternates_the_variants_after_warmup():
@@ -269,3 +284,44 @@ def test_time_interleaved_alternates_the_variants_after_warmup():
     assert calls == ["a", "b"] * 5  # 2 warm-up rounds, then 3 timed rounds, one call of each per round
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert all(t >= 0 for v in times.values() for t in v)
+
+
+# ---------------------------------------------------------------- curve check
+
+
+def _fake_run(folder, losses, dice, wall_s):
+    folder.mkdir(parents=True)
+    lines = [f"2026-01-01 00:00:00,000 INFO rmseg.train: iteration {10 * (i + 1)}/40 loss {v:.5f} {{}} lr 0.01"
+             for i, v in enumerate(losses)]
+    (folder / "train.log").write_text("run x: {...}\n" + "\n".join(lines) + "\n")
+    pd.DataFrame({"id": ["a", "a", "b", "b"], "structure": ["disc", "cup"] * 2, "dice": dice}).to_csv(
+        folder / "per_case.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps({"wall_time_s": wall_s}))
+    return folder
+
+
+def test_curve_check_compares_two_runs_by_hand(tmp_path):
+    ref = _fake_run(tmp_path / "ref", [1.0, 0.8, 0.5, 0.4], [0.9, 0.5, 0.8, 0.6], 100.0)
+    close = _fake_run(tmp_path / "close", [1.0, 0.9, 0.5, 0.41], [0.91, 0.49, 0.8, 0.61], 25.0)
+    got = compare_runs(ref, close)
+    assert got["logged_iterations"] == 4
+    assert got["curve_max_rel_diff"] == pytest.approx(0.1 / 0.8)
+    assert got["curve_median_rel_diff"] == pytest.approx((0 + 0.025) / 2)  # of [0, 0.125, 0, 0.025]
+    assert got["last_tenth_mean_loss_ref"] == pytest.approx(0.4) and got["last_tenth_mean_loss_var"] == pytest.approx(0.41)
+    assert got["dice_mean_diff"] == pytest.approx((0.01 - 0.01 + 0 + 0.01) / 4)
+    assert got["speedup"] == pytest.approx(4.0) and got["passes"]
+    worse = _fake_run(tmp_path / "worse", [1.0, 0.9, 0.6, 0.5], [0.8, 0.4, 0.7, 0.5], 25.0)
+    assert not compare_runs(ref, worse)["passes"]  # tail loss 25% higher, Dice 10 points lower
+    other = _fake_run(tmp_path / "other", [1.0, 0.9, 0.6], [0.8, 0.4, 0.7, 0.5], 25.0)
+    with pytest.raises(ValueError, match="logged different iterations"):
+        compare_runs(ref, other)
+    (tmp_path / "empty.log").write_text("nothing\n")
+    with pytest.raises(ValueError, match="no 'iteration N/M loss X' lines"):
+        loss_curve(tmp_path / "empty.log")
+
+
+def test_curve_check_cpu_protocol_is_reproduce_cpu_s():
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "reproduce_cpu.sh").read_text()
+    for setting, overrides in CPU_PROTOCOL.items():
+        block = re.search(rf"^{setting.upper()}=\((.*?)\)$", script, re.S | re.M).group(1)
+        assert sorted(o.strip('"') for o in block.split()) == sorted(overrides), setting

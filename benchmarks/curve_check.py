@@ -1,0 +1,149 @@
+"""Loss curve and test metrics of a whole short training run, fp32 against a faster trainer setting.
+
+``benchmarks/training.py`` checks a few steps from the same weights; this trains the same experiment and
+seed twice with ``rmseg.train`` (fp32, then the variant's ``trainer.<switch>=true``) and compares what a
+user gets: the logged loss curve, the per-case test Dice and the training wall time. The check passes
+when the mean loss of the last tenth of the run is within 5% of fp32's and the per-case test Dice is
+neither 2 points lower on average nor different at p < 0.05 (paired Wilcoxon). Settings:
+
+- CPU: the reduced CPU protocol of ``make reproduce-cpu`` (``scripts/reproduce_cpu.sh``; Table 1: 128x128,
+  U-Net 16..256, 1000 iterations; Table 2: 64x64x48 patches, 1000 iterations);
+- CUDA: the paper's protocol, stopped after ``--iters`` (default 500) iterations.
+
+Data: the real datasets under ``--real-root`` (default $RMSEG_DATA_ROOT or ../shared/data), else the
+synthetic stand-ins. Runs go to ``results/runs/curve_check/<device>/<variant>/`` (a completed run is
+reused); the report to ``results/benchmarks/curve_check.{md,json}``.
+
+    python -m benchmarks.curve_check [--variant amp_bf16_channels_last] [--settings table1 table2]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import wilcoxon
+
+from benchmarks.common import REPO_ROOT, bench_parser, markdown_table, pick_device, write_report
+from benchmarks.training import SETTINGS, VARIANTS
+
+# The reduced CPU protocol of scripts/reproduce_cpu.sh (TABLE1 / TABLE2 there; tests check they agree).
+CPU_PROTOCOL = {
+    "table1": ("data.image_size=[128,128]", "model.channels=[16,32,64,128,256]", "optim.lr=1.0e-2",
+               "trainer.max_iters=1000", "trainer.checkpoint_every=250"),
+    "table2": ("data.patch_size=[64,64,48]", "data.batch_size=2", "model.base_filters=8", "trainer.max_iters=1000",
+               "trainer.checkpoint_every=250", "optim.lr_step_iters=417", "eval.roi_size=[64,64,48]",
+               "eval.strides=[48,48,40]"),
+}
+DATA_FOLDER = {"table1": ("gs", "drishti-gs1"), "table2": ("la", "la2018")}
+TAIL_LOSS_REL_TOL, DICE_DROP_TOL, P_MIN = 0.05, 0.02, 0.05
+LOSS_LINE = re.compile(r"iteration (\d+)/\d+ loss ([-+0-9.eE]+|nan|inf)")
+
+
+def loss_curve(log: Path) -> dict[int, float]:
+    """``{iteration: logged loss}`` of a run's ``train.log`` (a resumed run's repeated lines: the last wins)."""
+    curve = {int(m.group(1)): float(m.group(2)) for m in LOSS_LINE.finditer(log.read_text())}
+    if not curve:
+        raise ValueError(f"{log} has no 'iteration N/M loss X' lines: is it an rmseg training log?")
+    return curve
+
+
+def compare_runs(reference: Path, variant: Path) -> dict[str, Any]:
+    """Loss-curve and per-case Dice differences of two completed run folders of the same experiment."""
+    ref_curve, var_curve = loss_curve(reference / "train.log"), loss_curve(variant / "train.log")
+    if sorted(ref_curve) != sorted(var_curve):
+        raise ValueError(f"{reference} and {variant} logged different iterations: not the same protocol")
+    its = sorted(ref_curve)
+    ref, var = np.array([ref_curve[i] for i in its]), np.array([var_curve[i] for i in its])
+    tail = slice(len(its) - max(len(its) // 10, 1), None)  # last tenth of the run
+    ref_cases, var_cases = (pd.read_csv(p / "per_case.csv") for p in (reference, variant))
+    merged = ref_cases.merge(var_cases, on=["id", "structure"], suffixes=("_ref", "_var"), validate="one_to_one")
+    if len(merged) != len(ref_cases) or len(merged) != len(var_cases):
+        raise ValueError(f"{reference} and {variant} evaluated different test cases")
+    diff = merged["dice_var"] - merged["dice_ref"]
+    summaries = [json.loads((p / "summary.json").read_text()) for p in (reference, variant)]
+    p_value = float(wilcoxon(merged["dice_var"], merged["dice_ref"]).pvalue) if diff.abs().sum() > 0 else 1.0
+    tail_rel = abs(var[tail].mean() - ref[tail].mean()) / abs(ref[tail].mean())
+    return {
+        "logged_iterations": len(its),
+        "curve_max_rel_diff": float(np.max(np.abs(var - ref) / np.abs(ref))),
+        "curve_median_rel_diff": float(np.median(np.abs(var - ref) / np.abs(ref))),
+        "last_tenth_mean_loss_ref": float(ref[tail].mean()),
+        "last_tenth_mean_loss_var": float(var[tail].mean()),
+        "dice_ref": float(merged["dice_ref"].mean()),
+        "dice_var": float(merged["dice_var"].mean()),
+        "dice_mean_diff": float(diff.mean()),
+        "dice_max_abs_diff": float(diff.abs().max()),
+        "dice_wilcoxon_p": p_value,
+        "wall_s_ref": float(summaries[0]["wall_time_s"]),
+        "wall_s_var": float(summaries[1]["wall_time_s"]),
+        "speedup": float(summaries[0]["wall_time_s"]) / float(summaries[1]["wall_time_s"]),
+        "passes": bool(tail_rel <= TAIL_LOSS_REL_TOL and diff.mean() > -DICE_DROP_TOL and p_value >= P_MIN),
+    }
+
+
+def train_run(setting: str, variant: str, runs_dir: Path, overrides: tuple[str, ...], env: dict[str, str]) -> Path:
+    """Train (or find completed) ``setting`` with ``variant``'s switches; returns the run folder."""
+    switches = tuple(f"trainer.{name}=true" for name in VARIANTS[variant])
+    cmd = [sys.executable, "-m", "rmseg.train", f"experiment={SETTINGS[setting]}", f"paths.runs_dir={runs_dir}",
+           "resume=true", "trainer.progress_bar=false", "trainer.tensorboard=false", *overrides, *switches]
+    subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
+    run = runs_dir / SETTINGS[setting] / "seed0"
+    if not (run / "summary.json").is_file():
+        raise RuntimeError(f"training {variant} of {setting} ended without {run / 'summary.json'}")
+    return run
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--variant", default="amp_bf16_channels_last", choices=[v for v in VARIANTS if v != "fp32"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--iters", type=int, default=500, help="iterations of the paper's protocol on CUDA")
+    parser.add_argument("--real-root", type=Path,
+                        default=Path(os.environ.get("RMSEG_DATA_ROOT", REPO_ROOT.parent / "shared" / "data")))
+    parser.add_argument("--runs-dir", type=Path, default=REPO_ROOT / "results" / "runs" / "curve_check")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    if args.quick:
+        raise SystemExit("curve_check trains whole runs: it has no --quick mode (tests cover it on tiny runs)")
+    rows = []
+    for setting in args.settings:
+        name, folder = DATA_FOLDER[setting]
+        real = (args.real_root / folder).is_dir()
+        data = (f"data={name}", f"data.root={args.real_root / folder}") if real else (f"data={name}_synthetic",)
+        protocol = CPU_PROTOCOL[setting] if device.type == "cpu" else (f"trainer.max_iters={args.iters}",)
+        overrides = (*data, f"trainer.device={device.type}", *protocol)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        runs = {v: train_run(setting, v, args.runs_dir / device.type / v, overrides, env) for v in ("fp32", args.variant)}
+        rows.append({"setting": setting, "experiment": SETTINGS[setting], "data": "real" if real else "synthetic",
+                     "variant": args.variant, "overrides": list(overrides),
+                     **compare_runs(runs["fp32"], runs[args.variant])})
+    columns = ["setting", "data", "variant", "logged_iterations", "curve_median_rel_diff", "curve_max_rel_diff",
+               "last_tenth_mean_loss_ref", "last_tenth_mean_loss_var", "dice_ref", "dice_var", "dice_mean_diff",
+               "dice_wilcoxon_p", "wall_s_ref", "wall_s_var", "speedup", "passes"]
+    markdown = "\n".join([
+        "# Whole-run check of a faster trainer setting against fp32",
+        "",
+        f"Each setting trained twice from seed 0 on `{device.type}` with `rmseg.train` (fp32, then "
+        f"`{args.variant}`), one after the other; `_ref` = fp32. Curve: relative difference of the logged loss "
+        "(every `trainer.log_every` iterations) at each logged iteration; Dice: mean over test cases and "
+        "structures, with the paired Wilcoxon p-value of the per-case differences. Wall time: training only "
+        "(each run's `summary.json`). `passes`: last-tenth mean loss within 5% of fp32's, mean Dice not 2 "
+        "points lower, Wilcoxon p >= 0.05.",
+        "",
+        markdown_table(rows, columns),
+    ])
+    write_report("curve_check", markdown, {"device": str(device), "rows": rows}, device=device, out_dir=args.out_dir)
+    print(markdown)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
