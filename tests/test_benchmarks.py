@@ -325,3 +325,27 @@ def test_curve_check_cpu_protocol_is_reproduce_cpu_s():
     for setting, overrides in CPU_PROTOCOL.items():
         block = re.search(rf"^{setting.upper()}=\((.*?)\)$", script, re.S | re.M).group(1)
         assert sorted(o.strip('"') for o in block.split()) == sorted(overrides), setting
+
+
+# ---------------------------------------------------------------- data loader
+
+
+def test_data_benchmark_baseline_draws_the_same_samples(tmp_path):
+    """The MONAI-copies baseline is the same pipeline (same samples, bitwise) done with copies."""
+    from benchmarks.data import measure, monai_copies_la_dataset
+    from rmseg.config.compose import compose_config
+    from rmseg.data import build_train_dataset
+
+    overrides = ["data=la_synthetic", f"paths.data_dir={tmp_path}", "data.num_train=3", "data.synthetic.num_train=3",
+                 "data.synthetic.num_test=1", "data.synthetic.shape=[40,36,12]", "data.patch_size=[32,32,16]",
+                 "data.batch_size=2"]
+    cfg = compose_config(["name=t", *overrides]).data
+    views, copies = build_train_dataset(cfg), monai_copies_la_dataset(cfg)
+    for _ in range(4):
+        for i in range(3):
+            a, b = views[i], copies[i]
+            for key in ("image", "label", "offset", "full_shape"):
+                assert torch.equal(a[key], b[key]) and a[key].dtype == b[key].dtype, key
+    rows = measure("tiny", overrides, repeats=1)
+    assert [(r["pipeline"], r["cache"]) for r in rows] == [("rmseg", True), ("rmseg", False), ("monai_copies", True)]
+    assert all(r["cases"] == 3 and r["sample_shape"] == "1x32x32x16" and r["samples_per_s"] > 0 for r in rows)
