@@ -4,7 +4,9 @@
 seed twice with ``rmseg.train`` (fp32, then the variant's ``trainer.<switch>=true``) and compares what a
 user gets: the logged loss curve, the per-case test Dice and the training wall time. The check passes
 when the mean loss of the last tenth of the run is within 5% of fp32's and the per-case test Dice is
-neither 2 points lower on average nor different at p < 0.05 (paired Wilcoxon). Settings:
+neither 2 points lower on average nor lower at p < 0.05 (paired Wilcoxon). One seed per setting: the
+two runs differ as two seeds would, so this catches a broken setting (divergence, a systematic loss
+of accuracy), not effects smaller than the seed-to-seed spread. Settings:
 
 - CPU: the reduced CPU protocol of ``make reproduce-cpu`` (``scripts/reproduce_cpu.sh``; Table 1: 128x128,
   U-Net 16..256, 1000 iterations; Table 2: 64x64x48 patches, 1000 iterations);
@@ -85,7 +87,8 @@ def compare_runs(reference: Path, variant: Path) -> dict[str, Any]:
         "wall_s_ref": float(summaries[0]["wall_time_s"]),
         "wall_s_var": float(summaries[1]["wall_time_s"]),
         "speedup": float(summaries[0]["wall_time_s"]) / float(summaries[1]["wall_time_s"]),
-        "passes": bool(tail_rel <= TAIL_LOSS_REL_TOL and diff.mean() > -DICE_DROP_TOL and p_value >= P_MIN),
+        "passes": bool(tail_rel <= TAIL_LOSS_REL_TOL and diff.mean() > -DICE_DROP_TOL
+                       and not (diff.mean() < 0 and p_value < P_MIN)),
     }
 
 
@@ -135,8 +138,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         f"`{args.variant}`), one after the other; `_ref` = fp32. Curve: relative difference of the logged loss "
         "(every `trainer.log_every` iterations) at each logged iteration; Dice: mean over test cases and "
         "structures, with the paired Wilcoxon p-value of the per-case differences. Wall time: training only "
-        "(each run's `summary.json`). `passes`: last-tenth mean loss within 5% of fp32's, mean Dice not 2 "
-        "points lower, Wilcoxon p >= 0.05.",
+        "(each run's `summary.json`). `passes`: last-tenth mean loss within 5% of fp32's, mean Dice neither "
+        "2 points lower nor lower at Wilcoxon p < 0.05. One seed per setting: the two runs differ as two "
+        "seeds would, so the check catches a broken setting, not effects below the seed-to-seed spread.",
         "",
         markdown_table(rows, columns),
     ])

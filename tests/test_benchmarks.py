@@ -294,7 +294,8 @@ def _fake_run(folder, losses, dice, wall_s):
     lines = [f"2026-01-01 00:00:00,000 INFO rmseg.train: iteration {10 * (i + 1)}/40 loss {v:.5f} {{}} lr 0.01"
              for i, v in enumerate(losses)]
     (folder / "train.log").write_text("run x: {...}\n" + "\n".join(lines) + "\n")
-    pd.DataFrame({"id": ["a", "a", "b", "b"], "structure": ["disc", "cup"] * 2, "dice": dice}).to_csv(
+    ids = [f"case{i // 2}" for i in range(len(dice))]
+    pd.DataFrame({"id": ids, "structure": ["disc", "cup"] * (len(dice) // 2), "dice": dice}).to_csv(
         folder / "per_case.csv", index=False)
     (folder / "summary.json").write_text(json.dumps({"wall_time_s": wall_s}))
     return folder
@@ -312,6 +313,14 @@ def test_curve_check_compares_two_runs_by_hand(tmp_path):
     assert got["speedup"] == pytest.approx(4.0) and got["passes"]
     worse = _fake_run(tmp_path / "worse", [1.0, 0.9, 0.6, 0.5], [0.8, 0.4, 0.7, 0.5], 25.0)
     assert not compare_runs(ref, worse)["passes"]  # tail loss 25% higher, Dice 10 points lower
+    # 12 cases each 1 point lower: significant (p < 0.05) though under 2 points -> fails; 1 point higher passes
+    base = [0.5 + 0.03 * i for i in range(12)]
+    ref12 = _fake_run(tmp_path / "ref12", [1.0, 0.8, 0.5, 0.4], base, 100.0)
+    lower = _fake_run(tmp_path / "lower", [1.0, 0.8, 0.5, 0.4], [d - 0.01 for d in base], 50.0)
+    higher = _fake_run(tmp_path / "higher", [1.0, 0.8, 0.5, 0.4], [d + 0.01 for d in base], 50.0)
+    got_lower, got_higher = compare_runs(ref12, lower), compare_runs(ref12, higher)
+    assert got_lower["dice_wilcoxon_p"] < 0.05 and got_higher["dice_wilcoxon_p"] < 0.05
+    assert not got_lower["passes"] and got_higher["passes"]
     other = _fake_run(tmp_path / "other", [1.0, 0.9, 0.6], [0.8, 0.4, 0.7, 0.5], 25.0)
     with pytest.raises(ValueError, match="logged different iterations"):
         compare_runs(ref, other)
