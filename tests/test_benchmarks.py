@@ -329,7 +329,7 @@ def test_curve_check_compares_two_runs_by_hand(tmp_path):
         loss_curve(tmp_path / "empty.log")
 
 
-def test_curve_check_cpu_protocol_is_reproduce_cpu_s():
+def test_curve_check_cpu_protocol_is_the_one_of_reproduce_cpu_sh():
     script = (Path(__file__).resolve().parents[1] / "scripts" / "reproduce_cpu.sh").read_text()
     for setting, overrides in CPU_PROTOCOL.items():
         block = re.search(rf"^{setting.upper()}=\((.*?)\)$", script, re.S | re.M).group(1)
