@@ -3,9 +3,17 @@ PY      := .venv/bin/python
 STAMP   := .venv/.rmseg-setup-stamp
 DATA    ?= $(or $(RMSEG_DATA_ROOT),../shared/data)
 SEEDS   ?= 0,1,2
+PROTOCOL ?= paper
+ARGS    ?=
+# a protocol's runs, tables and figures: results/<kind>/ for the paper's, results/<kind>/<protocol>/ for another
+SUB     := $(if $(filter paper,$(PROTOCOL)),,/$(PROTOCOL))
+# interrupted runs continue and completed ones are skipped, so re-running the same command finishes a table
+TRAIN   = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun protocol=$(PROTOCOL) resume=true
+REPORT  = $(PY) -m rmseg.tables --runs results/runs$(SUB) --out results/tables$(SUB)
+FIGURES = $(PY) -m rmseg.figures --runs results/runs$(SUB) --out results/figures$(SUB)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-cpu data bench clean
+.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-small data bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -34,32 +42,32 @@ figures: $(STAMP)  ## contour overlays (paper Fig. 2 and 3) into results/figures
 TABLE1_ROWS := $(shell cd configs/experiment && ls table1/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 TABLE2_ROWS := $(shell cd configs/experiment && ls table2/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 
-reproduce-gs: $(STAMP)  ## Table 1: every row x SEEDS with the paper's protocol on Drishti-GS (DATA=), then tables and figures
+reproduce-gs: $(STAMP)  ## Table 1: every row x SEEDS on Drishti-GS (DATA=, PROTOCOL=paper|cpu|small, ARGS=overrides), tables, figures
 	@test -d "$(DATA)/drishti-gs1" || { echo "reproduce-gs: no drishti-gs1/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/drishti-gs1"; exit 2; }
-	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(TABLE1_ROWS) seed=$(SEEDS)
-	$(PY) -m rmseg.tables --table table1
-	$(PY) -m rmseg.figures
+	$(TRAIN) experiment=$(TABLE1_ROWS) seed=$(SEEDS) $(ARGS)
+	$(REPORT) --table table1
+	$(FIGURES)
 
-reproduce-la: $(STAMP)  ## Table 2: every row x SEEDS with the comparison's protocol on LA 2018 (DATA=), then tables and figures
+reproduce-la: $(STAMP)  ## Table 2: every row x SEEDS on LA 2018 (DATA=, PROTOCOL=paper|cpu|small, ARGS=overrides), tables, figures
 	@test -d "$(DATA)/la2018" || { echo "reproduce-la: no la2018/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/la2018"; exit 2; }
-	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(TABLE2_ROWS) seed=$(SEEDS)
-	$(PY) -m rmseg.tables --table table2
-	$(PY) -m rmseg.figures
+	$(TRAIN) experiment=$(TABLE2_ROWS) seed=$(SEEDS) $(ARGS)
+	$(REPORT) --table table2
+	$(FIGURES)
 
 EXTENDED := $(shell cd configs/experiment && ls extended/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 
 reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, region-wise, adaptive region) on both datasets, then the extended tables
 	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-extended: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
-	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun experiment=$(EXTENDED) seed=$(SEEDS)
-	$(PY) -m rmseg.tables --table extended_gs --table extended_la
+	$(TRAIN) experiment=$(EXTENDED) seed=$(SEEDS) $(ARGS)
+	$(REPORT) --table extended_gs --table extended_la
 
-reproduce-cpu: $(STAMP)  ## reduced CPU protocol of both tables on the real data (results/REPORT.md), tables and figures
-	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-cpu: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
-	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1 & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2; second=$$?; wait $$first && test $$second -eq 0
-	DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table1_sum & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_cpu.sh table2_sum; second=$$?; wait $$first && test $$second -eq 0
-	DATA=$(abspath $(DATA)) ROW=$(or $(ROW),rm20) scripts/reproduce_cpu.sh ablation
-	DATA=$(abspath $(DATA)) SEEDS="0 1 2" scripts/reproduce_cpu.sh table2_long
-	scripts/reproduce_cpu.sh report
+reproduce-small: $(STAMP)  ## the small protocol of both tables with its RM-reduction and alpha ablations (results/REPORT.md)
+	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-small: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
+	DATA=$(abspath $(DATA)) scripts/reproduce_small.sh table1 & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_small.sh table2; second=$$?; wait $$first && test $$second -eq 0
+	DATA=$(abspath $(DATA)) scripts/reproduce_small.sh table1_sum & first=$$!; DATA=$(abspath $(DATA)) scripts/reproduce_small.sh table2_sum; second=$$?; wait $$first && test $$second -eq 0
+	DATA=$(abspath $(DATA)) ROW=$(or $(ROW),rm20) scripts/reproduce_small.sh ablation
+	DATA=$(abspath $(DATA)) SEEDS="0 1 2" scripts/reproduce_small.sh table2_long
+	scripts/reproduce_small.sh report
 
 data: $(STAMP)  ## download (when the network allows), verify and prepare the real data
 	$(PY) scripts/download_data.py

@@ -8,8 +8,8 @@ neither 2 points lower on average nor lower at p < 0.05 (paired Wilcoxon). One s
 two runs differ as two seeds would, so this catches a broken setting (divergence, a systematic loss
 of accuracy), not effects smaller than the seed-to-seed spread. Settings:
 
-- CPU: the reduced CPU protocol of ``make reproduce-cpu`` (``scripts/reproduce_cpu.sh``; Table 1: 128x128,
-  U-Net 16..256, 1000 iterations; Table 2: 64x64x48 patches, 1000 iterations);
+- CPU: the small protocol (``protocol=small``; Table 1: 128x128, U-Net 16..256, 1000 iterations;
+  Table 2: 64x64x48 patches, 8 base filters, 1000 iterations);
 - CUDA: the paper's protocol, stopped after ``--iters`` (default 500) iterations.
 
 Data: the real datasets under ``--real-root`` (default $RMSEG_DATA_ROOT or ../shared/data), else the
@@ -36,14 +36,8 @@ from scipy.stats import wilcoxon
 from benchmarks.common import REPO_ROOT, bench_parser, markdown_table, pick_device, write_report
 from benchmarks.training import SETTINGS, VARIANTS
 
-# The reduced CPU protocol of scripts/reproduce_cpu.sh (TABLE1 / TABLE2 there; tests check they agree).
-CPU_PROTOCOL = {
-    "table1": ("data.image_size=[128,128]", "model.channels=[16,32,64,128,256]", "optim.lr=1.0e-2",
-               "trainer.max_iters=1000", "trainer.checkpoint_every=250"),
-    "table2": ("data.patch_size=[64,64,48]", "data.batch_size=2", "model.base_filters=8", "trainer.max_iters=1000",
-               "trainer.checkpoint_every=250", "optim.lr_step_iters=417", "eval.roi_size=[64,64,48]",
-               "eval.strides=[48,48,40]"),
-}
+# CPU: the small protocol (configs/protocol/small.yaml), cheap enough for two whole runs per setting.
+CPU_PROTOCOL = ("protocol=small",)
 DATA_FOLDER = {"table1": ("gs", "drishti-gs1"), "table2": ("la", "la2018")}
 TAIL_LOSS_REL_TOL, DICE_DROP_TOL, P_MIN = 0.05, 0.02, 0.05
 LOSS_LINE = re.compile(r"iteration (\d+)/\d+ loss ([-+0-9.eE]+|nan|inf)")
@@ -121,7 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         name, folder = DATA_FOLDER[setting]
         real = (args.real_root / folder).is_dir()
         data = (f"data={name}", f"data.root={args.real_root / folder}") if real else (f"data={name}_synthetic",)
-        protocol = CPU_PROTOCOL[setting] if device.type == "cpu" else (f"trainer.max_iters={args.iters}",)
+        protocol = CPU_PROTOCOL if device.type == "cpu" else (f"trainer.max_iters={args.iters}",)
         overrides = (*data, f"trainer.device={device.type}", *protocol)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         runs = {v: train_run(setting, v, args.runs_dir / device.type / v, overrides, env) for v in ("fp32", args.variant)}

@@ -1,8 +1,8 @@
 """make demo: Tables 1 and 2 end to end on the synthetic stand-ins with a reduced trainer, printed.
 
 Every row of Table 1 and of Table 2 (V-Net, RM and the rival losses whose experiment files exist) is
-trained with its own experiment config, then shrunk: synthetic data written on first use, small images
-and patches, narrow networks, ``trainer=demo``, a few dozen to a few hundred iterations, one seed. The runs go to
+trained with its own experiment config under the demo protocol (``protocol=demo``: small images and
+patches, narrow networks, a few dozen to a few hundred iterations) on synthetic data written on first use, one seed. The runs go to
 ``results/demo/runs/`` (completed runs are skipped on the next call: delete that folder to re-run), the
 tables to ``results/demo/tables/``. The numbers show the pipeline works; they say nothing about the
 paper's results (use ``make reproduce-gs`` / ``make reproduce-la`` on the real data).
@@ -20,18 +20,9 @@ from rmseg import tables
 from rmseg.config import compose_config, experiment_names
 from rmseg.train import train
 
-#: Reductions applied on top of each experiment, the same for every row of a table. Iterations are set
-#: here because some rows' experiment files set their own protocol's count. Table 1's tiny U-Net learns
-#: nothing in a few hundred iterations at the paper's lr 1e-3 (measured: Dice 0 for every row), hence
-#: a larger step for all its rows.
-REDUCED = {
-    "table1": ["data=gs_synthetic", "data.image_size=[64,64]", "data.synthetic.shape=[128,128]",
-               "model.channels=[8,16,32,64]", "model.strides=[2,2,2]", "trainer.max_iters=200", "optim.lr=0.05"],
-    "table2": ["data=la_synthetic", "data.patch_size=[48,48,32]", "data.synthetic.shape=[64,64,32]",
-               "data.synthetic.num_train=4", "data.synthetic.num_test=2", "data.num_train=4", "data.batch_size=2",
-               "model.base_filters=4", "eval.roi_size=[48,48,32]", "eval.strides=[16,16,16]", "trainer.max_iters=40"],
-}
-COMMON = ["trainer=demo", "seed=0"]
+#: The synthetic stand-in each table runs on; everything else is the demo protocol (configs/protocol/demo.yaml).
+DATA = {"table1": "data=gs_synthetic", "table2": "data=la_synthetic"}
+COMMON = ["protocol=demo", "seed=0"]
 
 
 def run_demo(results_dir: str = "results/demo", families: Sequence[str] = ("table1", "table2"),
@@ -41,7 +32,7 @@ def run_demo(results_dir: str = "results/demo", families: Sequence[str] = ("tabl
     for family in families:
         for experiment in experiment_names(family):
             started = time.perf_counter()
-            cfg = compose_config([f"experiment={experiment}", *REDUCED[family], *COMMON, *extra,
+            cfg = compose_config([f"experiment={experiment}", DATA[family], *COMMON, *extra,
                                   f"paths.results_dir={results_dir}", f"paths.data_dir={data_dir}"])
             final = train(cfg)
             state = "skipped (complete)" if final is None else f"{time.perf_counter() - started:5.1f} s"
@@ -57,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rmseg-demo", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results/demo", help="results folder (default: results/demo)")
     parser.add_argument("--data-dir", default="data", help="synthetic stand-ins written/read here (default: data)")
-    parser.add_argument("--table", action="append", choices=sorted(REDUCED), help="table(s) to run (default: both)")
+    parser.add_argument("--table", action="append", choices=sorted(DATA), help="table(s) to run (default: both)")
     parser.add_argument("--iters", type=int, default=None, help="iterations per run (default: 200 for Table 1, 40 for Table 2)")
     args = parser.parse_args(argv)
     console = logging.StreamHandler()
@@ -66,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger().addHandler(console)
     started = time.perf_counter()
     print(f"rmseg demo: synthetic stand-ins, reduced trainer; runs in {args.results}/runs", flush=True)
-    for markdown in run_demo(args.results, args.table or sorted(REDUCED), args.iters, args.data_dir):
+    for markdown in run_demo(args.results, args.table or sorted(DATA), args.iters, args.data_dir):
         print("\n" + markdown)
     print(f"demo finished in {time.perf_counter() - started:.0f} s; tables in {args.results}/tables/ "
           "(synthetic data: the numbers test the pipeline, not the paper)")

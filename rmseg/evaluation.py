@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rmseg.data.resample import downsample_image, upsample_probabilities
 from rmseg.metrics import evaluate_cases
 from rmseg.speed import in_format, memory_format
 
@@ -195,7 +196,8 @@ def evaluate_model(
     """Predict every test case and return per-case, per-structure metric rows.
 
     ``cases``: ``rmseg.data.load_test_cases`` items (id, image ``(C_in, *S)``, label ``(*S)``,
-    spacing). ``probabilities_fn``: the loss's ``probabilities`` (default softmax). Label maps are
+    spacing, optional ``downsample`` factors: predicted on that coarser grid, probabilities resampled
+    back and scored on the label's grid). ``probabilities_fn``: the loss's ``probabilities`` (default softmax). Label maps are
     written to ``predictions_dir`` (PNG in 2D, NIfTI in 3D) as ``eval_cfg.save_predictions`` asks.
     """
     eval_cfg = eval_config(eval_cfg)
@@ -207,9 +209,12 @@ def evaluate_model(
         )
     predictions = {}
     for case in cases:
+        factors = tuple(case.get("downsample") or (1,) * np.asarray(case["label"]).ndim)
+        image = downsample_image(np.asarray(case["image"]), factors)
         probs = predict_probabilities(
-            model, case["image"], eval_cfg=eval_cfg, probabilities_fn=probabilities_fn, device=device
+            model, image, eval_cfg=eval_cfg, probabilities_fn=probabilities_fn, device=device
         )
+        probs = upsample_probabilities(probs, factors, np.asarray(case["label"]).shape)
         label_map = probs.argmax(0).numpy().astype(np.uint8)
         predictions[str(case["id"])] = label_map
         if str(case["id"]) in to_save:

@@ -464,6 +464,7 @@ def evaluate_run(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], model: 
         "experiment": resolved["name"], "seed": resolved["seed"], "dataset": resolved["data"]["name"],
         "source": resolved["data"]["source"], "structures": resolved["data"]["structures"],
         "convention": resolved["eval"]["convention"], "iterations": resolved["trainer"]["max_iters"],
+        "protocol": resolved["protocol"]["name"], "input_downsample": resolved["data"].get("downsample"),
         "wall_time_s": round(train_time, 3), "case_ids": [str(c["id"]) for c in cases],
     }
     write_summary(run.tmp, per_case, meta)

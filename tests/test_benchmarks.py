@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from pathlib import Path
 
@@ -329,11 +328,14 @@ def test_curve_check_compares_two_runs_by_hand(tmp_path):
         loss_curve(tmp_path / "empty.log")
 
 
-def test_curve_check_cpu_protocol_is_the_one_of_reproduce_cpu_sh():
-    script = (Path(__file__).resolve().parents[1] / "scripts" / "reproduce_cpu.sh").read_text()
-    for setting, overrides in CPU_PROTOCOL.items():
-        block = re.search(rf"^{setting.upper()}=\((.*?)\)$", script, re.S | re.M).group(1)
-        assert sorted(o.strip('"') for o in block.split()) == sorted(overrides), setting
+def test_curve_check_cpu_protocol_is_the_small_protocol():
+    from rmseg.config.compose import compose_config
+
+    gs = compose_config(["experiment=table1/unet", *CPU_PROTOCOL])
+    la = compose_config(["experiment=table2/vnet", *CPU_PROTOCOL])
+    assert gs.protocol.name == la.protocol.name == "small"
+    assert list(gs.data.image_size) == [128, 128] and gs.trainer.max_iters == 1000
+    assert la.model.base_filters == 8 and list(la.data.patch_size) == [64, 64, 48]
 
 
 # ---------------------------------------------------------------- data loader

@@ -9,7 +9,7 @@ import torch
 from monai.losses import DiceCELoss
 from torch import nn
 
-from rmseg.losses import ResidualMomentLoss, SegmentationLoss
+from rmseg.losses import MA2020_BASE, ResidualMomentLoss, SegmentationLoss
 
 
 def random_case(seed=0, shape=(2, 3, 8, 6)):
@@ -60,6 +60,26 @@ def test_hand_worked_total():
     assert parts["total"] == pytest.approx(total.item())
     weighted = SegmentationLoss(lambda_ce=0.5, lambda_dice=2.0)(logits, labels)
     assert weighted.item() == pytest.approx(0.5 * math.log(2) + 2.0 * 0.5, abs=1e-5)
+
+
+@pytest.mark.parametrize("share_activation", [True, False])
+def test_ma2020_base_worked_by_hand(share_activation):
+    # Two 1x1x2 samples, 2 classes. Logits (0, ln 3) give p_fg = 3/4; (0, 0) gives 1/2.
+    # Sample 0: p_fg = [3/4, 1/2], labels [1, 0]; sample 1: p_fg = [1/2, 1/2], labels [0, 1].
+    ln3 = math.log(3.0)
+    logits = torch.tensor([[[[[0.0, 0.0]]], [[[ln3, 0.0]]]], [[[[0.0, 0.0]]], [[[0.0, 0.0]]]]], dtype=torch.float64)
+    labels = torch.tensor([[[[[1, 0]]]], [[[[0, 1]]]]])
+    # CE: mean of -ln p(true class) over the 4 voxels = (ln(4/3) + 3 ln 2) / 4.
+    ce = (math.log(4 / 3) + 3 * math.log(2)) / 4
+    # Foreground Dice pooled over the batch: sum(p g) = 3/4 + 1/2; sum(p^2) = 9/16 + 3 * 1/4; sum(g^2) = 2.
+    s = 1e-5
+    dice = 1 - (2 * (3 / 4 + 1 / 2) + s) / (9 / 16 + 3 / 4 + 2 + s)
+    loss = SegmentationLoss(**MA2020_BASE, share_activation=share_activation)
+    # float64 throughout on the shared path; MONAI's DiceCELoss rounds part of its work to float32
+    tol = 1e-12 if share_activation else 10 * torch.finfo(torch.float32).eps
+    assert loss(logits, labels).item() == pytest.approx(0.5 * (ce + dice), abs=tol)
+    # MONAI's default Dice (per sample, per channel, plain denominators) gives another value.
+    assert SegmentationLoss(lambda_ce=0.5, lambda_dice=0.5)(logits, labels).item() != pytest.approx(0.5 * (ce + dice), abs=1e-3)
 
 
 @pytest.mark.parametrize("include_background_dice", [True, False])
@@ -146,6 +166,8 @@ def test_gradient_reaches_logits():
         (dict(terms=[lambda x, y: x]), r"nn.Module"),
         (dict(schedule=0.5), r"schedule=0.5"),
         (dict(share_activation="yes"), r"share_activation='yes'"),
+        (dict(dice_squared=1), r"dice_squared=1"),
+        (dict(dice_batch="true"), r"dice_batch='true'"),
     ],
 )
 def test_bad_arguments_name_the_value(kwargs, match):

@@ -6,7 +6,7 @@ import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ValidationError
 
-from rmseg.config import compose_config, experiment_names
+from rmseg.config import CONFIG_DIR, compose_config, experiment_names
 from rmseg.losses import ResidualMomentLoss, SegmentationLoss
 from rmseg.models import MODEL_DIMS, build_model
 from rmseg.train import build_loss, check_config, check_rm_orders
@@ -15,10 +15,14 @@ TABLE1 = {"unet", "mse", "rm10", "rm10_01", "rm20", "rm20_02", "rm20_02_22"}
 TABLE2_PAPER = {"vnet", "rm3", "rm4"}
 
 
+PROTOCOLS = sorted(p.stem for p in (CONFIG_DIR / "protocol").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("experiment", experiment_names())
-def test_every_experiment_composes_and_instantiates(experiment):
-    cfg = compose_config([f"experiment={experiment}"])
-    assert cfg.name == experiment
+def test_every_experiment_composes_and_instantiates(experiment, protocol):
+    cfg = compose_config([f"experiment={experiment}", f"protocol={protocol}"])
+    assert cfg.name == experiment and cfg.protocol.name == protocol
     resolved = check_config(cfg)
     model = build_model(cfg.model, cfg.data)
     assert MODEL_DIMS[cfg.model.name] == cfg.data.spatial_dims
@@ -30,6 +34,32 @@ def test_every_experiment_composes_and_instantiates(experiment):
     family = experiment.split("/")[0]
     if family in ("table1", "table2"):
         assert resolved["data"]["name"] == {"table1": "gs", "table2": "la"}[family]
+
+
+def test_protocols_set_what_they_promise():
+    assert PROTOCOLS == ["cpu", "demo", "paper", "small"]
+    for row in experiment_names("table2"):  # the cpu protocol: every Table 2 row on the V-Net's budget, 2x coarser
+        cfg = compose_config([f"experiment={row}", "protocol=cpu"])
+        assert (list(cfg.data.downsample), list(cfg.data.patch_size)) == ([2, 2, 2], [64, 64, 48])
+        assert (cfg.trainer.max_iters, cfg.optim.lr, cfg.optim.lr_step_iters, cfg.data.batch_size) == (3000, 1e-2, 1250, 4)
+        assert cfg.paths.runs_dir.endswith("runs/cpu") and cfg.model.base_filters == 16
+    gs = compose_config(["experiment=table1/rm20", "protocol=cpu"])
+    assert (list(gs.data.downsample), list(gs.data.image_size), list(gs.model.channels)) == ([2, 2], [512, 512],
+                                                                                          [64, 128, 256, 512, 1024])
+    assert (gs.optim.lr, gs.trainer.max_iters, gs.trainer.amp, gs.trainer.channels_last) == (1e-3, 2000, True, True)
+    paper = compose_config(["experiment=table2/boundary"])  # the paper's protocol keeps each row's own budget
+    assert (paper.trainer.max_iters, paper.optim.lr, paper.data.downsample) == (20000, 1e-3, None)
+    demo = compose_config(["experiment=table1/unet", "protocol=demo", "data=gs_synthetic"])
+    assert (demo.trainer.device, demo.trainer.max_iters, list(demo.data.image_size)) == ("cpu", 200, [64, 64])
+
+
+def test_table2_base_objective_is_ma_et_al():
+    for row in ("vnet", "rm3", "rm4"):
+        loss = build_loss(compose_config([f"experiment=table2/{row}"]).loss)
+        assert (loss.lambda_ce, loss.lambda_dice) == (0.5, 0.5)
+        assert loss.dice.squared_pred and loss.dice.batch and not loss.dice.include_background
+    small = build_loss(compose_config(["experiment=table2/vnet", "protocol=small"]).loss)
+    assert (small.lambda_ce, small.lambda_dice, small.dice.squared_pred) == (1.0, 1.0, False)
 
 
 def test_every_paper_row_has_its_experiment():

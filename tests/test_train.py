@@ -4,6 +4,7 @@ determinism, run folders, provenance, and bad input (one clear error, no run fol
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -323,7 +324,7 @@ def test_table2_row_trains_and_evaluates_on_the_real_la_data(shared_data, tmp_pa
 
 
 @pytest.mark.parametrize("target, missing", [("reproduce-gs", "drishti-gs1/"), ("reproduce-la", "la2018/"),
-                                             ("reproduce-extended", "drishti-gs1/"), ("reproduce-cpu", "drishti-gs1/")])
+                                             ("reproduce-extended", "drishti-gs1/"), ("reproduce-small", "drishti-gs1/")])
 def test_reproduce_without_data_says_to_run_make_data(target, missing, tmp_path, repo_root):
     if not (repo_root / ".venv" / ".rmseg-setup-stamp").exists():
         pytest.skip("make set-up has not run in this checkout (the target would install first)")
@@ -331,7 +332,7 @@ def test_reproduce_without_data_says_to_run_make_data(target, missing, tmp_path,
     proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True)
     assert proc.returncode != 0
     assert f"no {missing} under DATA={tmp_path}" in proc.stdout and "make data" in proc.stdout
-    if target in ("reproduce-extended", "reproduce-cpu"):  # both datasets are needed: the missing one is named
+    if target in ("reproduce-extended", "reproduce-small"):  # both datasets are needed: the missing one is named
         (tmp_path / "drishti-gs1").mkdir()
         proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True)
         assert proc.returncode != 0 and f"no la2018/ under DATA={tmp_path}" in proc.stdout and "make data" in proc.stdout
@@ -394,7 +395,8 @@ def max_rel_diff(a: list[float], b: list[float]) -> float:
                                              ("table2/rm4", torch.channels_last_3d)])
 def test_channels_last_trains_in_that_format_along_the_default_curve(experiment, fmt, tmp_path, data_dir, monkeypatch):
     default = _record_training(monkeypatch)
-    train(tiny(experiment, tmp_path / "default", data_dir))
+    cfg = tiny(experiment, tmp_path / "default", data_dir)
+    train(cfg)
     monkeypatch.undo()
     fast = _record_training(monkeypatch)
     final = train(tiny(experiment, tmp_path / "fast", data_dir, "trainer.channels_last=true"))
@@ -406,8 +408,13 @@ def test_channels_last_trains_in_that_format_along_the_default_curve(experiment,
     assert all(w.is_contiguous() for ws in default["weights"] for w in ws)
     assert not any(w.is_contiguous(memory_format=fmt) and not w.is_contiguous()
                    for ws in default["weights"] for w in ws)
-    # same batches, weights and (channel-wise Dropout3d) dropout masks: only the convolutions' summation order differs
-    assert max_rel_diff(fast["losses"], default["losses"]) < 1e-5
+    # same batches, weights and (channel-wise Dropout3d) dropout masks: only the convolutions' summation order
+    # differs. Rounding of a float32 sum of N terms grows as eps * sqrt(N) (random-walk model); the longest sums
+    # are the weight gradients over batch x voxels, and each iteration adds its share of the difference.
+    spatial = cfg.data.image_size if experiment.startswith("table1") else cfg.data.patch_size
+    longest_sum = cfg.data.batch_size * math.prod(spatial)
+    bound = cfg.trainer.max_iters * torch.finfo(torch.float32).eps * math.sqrt(longest_sum)
+    assert max_rel_diff(fast["losses"], default["losses"]) < bound
     assert (final / "summary.json").is_file()
 
 

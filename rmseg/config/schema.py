@@ -115,6 +115,13 @@ class PathsConfig:
 
 
 @dataclass
+class ProtocolConfig:
+    """Which protocol the run follows (``configs/protocol/<name>.yaml``); its settings are in the other groups."""
+
+    name: str = "paper"
+
+
+@dataclass
 class RmsegConfig:
     """The root config: one training run (``name`` / ``seed``) plus its groups."""
 
@@ -129,6 +136,7 @@ class RmsegConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     eval: Any = MISSING
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
 
 
 MODEL_SCHEMAS = {"unet2d": UNet2dConfig, "vnet3d": VNet3dConfig, "monai_vnet": MonaiVNetConfig}

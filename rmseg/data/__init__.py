@@ -15,6 +15,7 @@ from monai.data import CacheDataset, Dataset
 from monai.transforms import Compose
 
 from rmseg.data import drishti, la
+from rmseg.data.resample import factors_of
 from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, SyntheticConfig, as_data_config
 from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
 from rmseg.data.transforms import drishti_transforms, la_transforms
@@ -82,10 +83,10 @@ def build_train_dataset(cfg: Any) -> Dataset:
     root = prepare(cfg)
     if isinstance(cfg, DrishtiConfig):
         items = drishti.prepared_cases(root, "train")
-        fixed, random = drishti_transforms(cfg.flip)
+        fixed, random = drishti_transforms(cfg.flip, cfg.downsample)
     else:
         items = la.split_cases(root, "train", cfg.num_train)
-        fixed, random = la_transforms(cfg.patch_size)
+        fixed, random = la_transforms(cfg.patch_size, cfg.downsample)
     transform = Compose([*fixed.transforms, *random.transforms])
     transform.set_random_state(seed=cfg.seed)
     if cfg.cache:
@@ -96,16 +97,22 @@ def build_train_dataset(cfg: Any) -> Dataset:
 
 
 def load_test_cases(cfg: Any) -> list[dict[str, Any]]:
-    """Whole test cases ``{id, image (C, *S) float32, label (*S) int64, spacing}`` (numpy)."""
+    """Whole test cases ``{id, image (C, *S) float32, label (*S) int64, spacing, downsample}`` (numpy).
+
+    Images and labels are on the dataset's grid; ``downsample`` (factors per axis) tells evaluation to
+    predict on the coarser network grid and resample the probabilities back (``rmseg.data.resample``).
+    """
     cfg = as_data_config(cfg)
     root = prepare(cfg)
+    factors = factors_of(cfg.downsample, cfg.spatial_dims)
     cases = []
     if isinstance(cfg, DrishtiConfig):
         for case in drishti.prepared_cases(root, "test"):
             image, labels = drishti.load_prepared(case)
-            cases.append({"id": case["id"], "image": image, "label": labels, "spacing": (1.0, 1.0)})
+            cases.append({"id": case["id"], "image": image, "label": labels, "spacing": (1.0, 1.0), "downsample": factors})
     else:
         for case in la.split_cases(root, "test"):
             image, label = la.read_h5(case["path"])
-            cases.append({"id": case["id"], "image": image[None], "label": label.astype("int64"), "spacing": (1.0, 1.0, 1.0)})
+            cases.append({"id": case["id"], "image": image[None], "label": label.astype("int64"),
+                          "spacing": (1.0, 1.0, 1.0), "downsample": factors})
     return cases

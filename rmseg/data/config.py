@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rmseg.data.resample import factors_of
+
 SOURCES = ("real", "synthetic")
 
 
@@ -26,7 +28,12 @@ class SyntheticConfig:
 
 @dataclass
 class DataConfig:
-    """Keys common to every dataset."""
+    """Keys common to every dataset.
+
+    ``downsample``: integer factor per spatial axis (None: none). The network trains and predicts on a
+    grid that many times coarser (block-mean images, majority labels); test predictions are resampled
+    back and scored on the dataset's own grid, so distances keep its units (``rmseg.data.resample``).
+    """
 
     name: str = "gs"
     source: str = "real"
@@ -40,6 +47,7 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True
     seed: int = 0
+    downsample: list[int] | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -145,6 +153,7 @@ def validate(cfg: DrishtiConfig | LAConfig) -> None:
             raise ValueError(
                 f"data.structures.{structure}={list(labels)}: label ids must lie in 1..{cfg.num_classes - 1}"
             )
+    factors_of(cfg.downsample, cfg.spatial_dims)
     syn = cfg.synthetic
     if syn.num_train < 1 or syn.num_test < 1:
         raise ValueError(f"data.synthetic num_train={syn.num_train}, num_test={syn.num_test} must be >= 1")

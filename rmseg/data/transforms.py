@@ -29,6 +29,7 @@ from monai.transforms import (
 
 from rmseg.data.drishti import load_prepared
 from rmseg.data.la import read_h5
+from rmseg.data.resample import downsample_image, downsample_labels
 
 KEYS = ("image", "label")
 
@@ -66,6 +67,32 @@ class LoadH5d(MapTransform):
 
 def _as_array(value: Any) -> np.ndarray:
     return value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+class Downsampled(MapTransform):
+    """``image`` to block means and ``label`` to majority classes on a grid ``factors`` times coarser.
+
+    Keeps each value's kind: tensors stay tensors, read-only arrays come back read-only.
+    """
+
+    def __init__(self, factors: Sequence[int], num_classes: int) -> None:
+        super().__init__(KEYS)
+        self.factors, self.num_classes = tuple(factors), num_classes
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        out = dict(data)
+        for key, fn in (("image", downsample_image), ("label", self._labels)):
+            value = out[key]
+            array = np.ascontiguousarray(fn(_as_array(value), self.factors))
+            if isinstance(value, torch.Tensor):
+                out[key] = torch.from_numpy(array)
+            else:
+                array.flags.writeable = bool(value.flags.writeable)
+                out[key] = array
+        return out
+
+    def _labels(self, label: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+        return downsample_labels(label, factors, self.num_classes)
 
 
 class AxialRotate90Viewd(RandRotate90d):
@@ -158,14 +185,21 @@ def _to_plain() -> EnsureTyped:
     return EnsureTyped(keys=KEYS, data_type="tensor", track_meta=False)
 
 
-def drishti_transforms(flip: bool) -> tuple[Compose, Compose]:
-    """(deterministic, random) parts for Drishti-GS; random part: flips along rows and columns if ``flip``."""
+def _loaded(loader: MapTransform, downsample: Sequence[int] | None, num_classes: int) -> Compose:
+    """The deterministic part: ``loader``, then :class:`Downsampled` when any factor is above 1."""
+    coarse = [Downsampled(downsample, num_classes)] if downsample and any(f > 1 for f in downsample) else []
+    return Compose([loader, *coarse])
+
+
+def drishti_transforms(flip: bool, downsample: Sequence[int] | None = None) -> tuple[Compose, Compose]:
+    """(deterministic, random) parts for Drishti-GS; random part: flips along rows and columns if ``flip``.
+    ``downsample``: factors of the network grid (``Downsampled``), None for none."""
     random = [RandFlipd(KEYS, prob=0.5, spatial_axis=0), RandFlipd(KEYS, prob=0.5, spatial_axis=1)] if flip else []
-    return Compose([LoadDrishtid()]), Compose([*random, FullFramed(), _to_plain()])
+    return _loaded(LoadDrishtid(), downsample, 3), Compose([*random, FullFramed(), _to_plain()])
 
 
-def la_transforms(patch_size: Sequence[int]) -> tuple[Compose, Compose]:
-    """(deterministic, random) parts for LA.
+def la_transforms(patch_size: Sequence[int], downsample: Sequence[int] | None = None) -> tuple[Compose, Compose]:
+    """(deterministic, random) parts for LA; ``downsample`` as for :func:`drishti_transforms`.
 
     Random part: axial (axes 0, 1) rotation by k * 90 degrees, k uniform in 0..3, then flips along
     each axial axis with probability 1/2 (together: the 8 symmetries of the square, uniformly), then
@@ -179,4 +213,4 @@ def la_transforms(patch_size: Sequence[int]) -> tuple[Compose, Compose]:
         CastToTyped("label", dtype=torch.int64),
         _to_plain(),
     ]
-    return Compose([LoadH5d()]), Compose(random)
+    return _loaded(LoadH5d(), downsample, 2), Compose(random)

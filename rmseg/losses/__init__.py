@@ -1,6 +1,6 @@
 """Segmentation losses: residual moment loss and rival location-aware losses."""
 
-from rmseg.losses.compound import SegmentationLoss
+from rmseg.losses.compound import MA2020_BASE, SegmentationLoss
 from rmseg.losses.residual_moment import ResidualMomentLoss
 from rmseg.losses.adaptive_region import AdaptiveRegionLoss
 from rmseg.losses.boundary import BoundaryLoss

@@ -6,6 +6,11 @@ with ``(w_base, w_aux) = (1, 1)`` or ``schedule(epoch)``. CE + Dice equals MONAI
 (softmax over channels, label targets). This is the paper's training objective (Wang et al., 2021,
 Eq. 5: CE + Dice + alpha * RM) and carries the rival losses' epoch-wise re-weighting.
 
+Ma et al.'s base objective (SegWithDistMap ``train_LA*.py``, the LA protocol Wang et al. say they
+follow): ``0.5 * (CE + Dice_fg)`` with ``Dice_fg = 1 - (2 sum(p g) + s) / (sum(p^2) + sum(g^2) + s)`` on the
+foreground channel, pooled over the batch, ``s = 1e-5``. It is :data:`MA2020_BASE`:
+``SegmentationLoss(**MA2020_BASE, terms=...)``; Table 2's experiments use it (configs/experiment/table2/).
+
 By default the activation is computed once per call and shared: ``log P = log_softmax(input)``,
 ``P = exp(log P)``, CE = NLL of ``log P``, Dice = MONAI ``DiceLoss`` of ``P`` against the one-hot labels,
 and terms with a softmax and a ``from_probabilities`` method (``ResidualMomentLoss``) take ``P`` and that
@@ -26,6 +31,9 @@ from monai.networks.utils import one_hot
 from torch import nn
 
 from rmseg.losses._utils import check_input_and_target
+
+#: Ma et al. (2020)'s base objective 0.5 * (CE + foreground Dice with squared denominators, pooled over the batch).
+MA2020_BASE = {"lambda_ce": 0.5, "lambda_dice": 0.5, "include_background_dice": False, "dice_squared": True, "dice_batch": True}
 
 
 def _accepted_context(module: nn.Module) -> set[str] | None:
@@ -48,6 +56,8 @@ class SegmentationLoss(nn.Module):
         schedule: ``epoch -> (w_base, w_aux)``, applied after ``set_epoch``; None means ``(1, 1)``.
         include_background_dice: Dice over all channels (default True, MONAI's default; the paper does
             not say). Cross-entropy always covers all channels.
+        dice_squared: squared terms in the Dice denominator, ``sum(p^2) + sum(g^2)`` (MONAI ``squared_pred``).
+        dice_batch: Dice pooled over the batch before the ratio (MONAI ``batch``), not averaged per sample.
         share_activation: compute the softmax once and hand it to CE, Dice and the terms that take
             probabilities (default True; equal to the unshared loss to float tolerance, faster). False:
             MONAI ``DiceCELoss`` on the logits and each term's ``forward`` on the logits. Output with a
@@ -65,6 +75,8 @@ class SegmentationLoss(nn.Module):
         lambda_dice: float = 1.0,
         schedule: Callable[[int], tuple[float, float]] | None = None,
         include_background_dice: bool = True,
+        dice_squared: bool = False,
+        dice_batch: bool = False,
         share_activation: bool = True,
     ) -> None:
         super().__init__()
@@ -74,8 +86,10 @@ class SegmentationLoss(nn.Module):
         for term in terms:
             if not isinstance(term, nn.Module):
                 raise ValueError(f"terms must be nn.Module losses, got {type(term).__name__}")
-        if not isinstance(share_activation, bool):
-            raise ValueError(f"share_activation={share_activation!r} must be True or False")
+        for name, value in (("share_activation", share_activation), ("dice_squared", dice_squared),
+                            ("dice_batch", dice_batch), ("include_background_dice", include_background_dice)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{name}={value!r} must be True or False")
         if schedule is not None and not callable(schedule):
             raise ValueError(f"schedule={schedule!r} must be a callable epoch -> (w_base, w_aux) or None")
         self.use_base = lambda_ce > 0 or lambda_dice > 0
@@ -91,6 +105,8 @@ class SegmentationLoss(nn.Module):
                 to_onehot_y=True,
                 softmax=True,
                 include_background=include_background_dice,
+                squared_pred=dice_squared,
+                batch=dice_batch,
                 lambda_ce=lambda_ce,
                 lambda_dice=lambda_dice,
             )
@@ -99,7 +115,8 @@ class SegmentationLoss(nn.Module):
         )
         self.share_activation = share_activation
         self.dice = (
-            DiceLoss(to_onehot_y=False, softmax=False, include_background=include_background_dice)
+            DiceLoss(to_onehot_y=False, softmax=False, include_background=include_background_dice,
+                     squared_pred=dice_squared, batch=dice_batch)
             if self.use_base
             else None
         )
