@@ -36,6 +36,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ from tqdm import tqdm
 
 from rmseg import provenance
 from rmseg.config import CONFIG_DIR, register
+from rmseg.config.schema import (MODEL_SCHEMAS, OptimConfig, PathsConfig, ProtocolConfig, RmsegConfig,
+                                 TrainerConfig)
 from rmseg.data import build_train_dataset, load_test_cases
 from rmseg.data.config import as_data_config
 from rmseg.distributed import Ranks
@@ -62,11 +65,12 @@ from rmseg.speed import compile_for_training, in_format, memory_format, set_cudn
 
 log = logging.getLogger("rmseg.train")
 
-#: Keys that may differ between a checkpoint and the config resuming it: they do not change the weights
-#: (the speed switches and thread count only up to float rounding and dropout masks).
+#: Keys that may differ between a checkpoint (or a completed run) and the config resuming (or skipping) it:
+#: they do not change the weights (the speed switches and thread count only up to float rounding and dropout
+#: masks; ``data.root`` / ``data.prepared_dir`` say where the same data lies).
 RESUME_FREE_KEYS = ("resume", "on_exists", "paths", "trainer.progress_bar", "trainer.tensorboard",
                     "trainer.log_every", "trainer.num_threads", "trainer.channels_last", "trainer.cudnn_benchmark",
-                    "trainer.compile", "data.num_workers")
+                    "trainer.compile", "data.num_workers", "data.root", "data.prepared_dir")
 CHECKPOINT_FORMAT = "rmseg-checkpoint-1"
 
 
@@ -98,12 +102,29 @@ def check_rm_orders(loss_cfg: Any, spatial_dims: int, dataset: str) -> None:
                 )
 
 
+def check_known_keys(resolved: Mapping[str, Any]) -> None:
+    """Keys added with ``+key=value`` to a node that has a schema fail like a misspelt key (ValueError)."""
+    nodes = {"": (resolved, RmsegConfig)}
+    nodes.update({f"{name}.": (resolved[name], schema) for name, schema in
+                  (("trainer", TrainerConfig), ("optim", OptimConfig), ("paths", PathsConfig), ("protocol", ProtocolConfig))})
+    model_schema = MODEL_SCHEMAS.get(resolved["model"].get("name"))
+    if model_schema is not None:
+        nodes["model."] = (resolved["model"], model_schema)
+    for prefix, (node, schema) in nodes.items():
+        known = {f.name for f in fields(schema)}
+        unknown = sorted(set(node) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {[prefix + k for k in unknown]} (added with '+'?): "
+                             f"{prefix.rstrip('.') or 'the root'} takes {sorted(known)}")
+
+
 def check_config(cfg: DictConfig) -> dict[str, Any]:
     """Validate the composed config; return it resolved as plain containers. Raises ValueError."""
     if OmegaConf.is_missing(cfg, "name"):
         raise ValueError("no experiment chosen: pass experiment=table1/<row> or table2/<row> (configs/experiment/), "
                          "or name=<run name> for a run of your own")
     resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    check_known_keys(resolved)
     trainer, optim = resolved["trainer"], resolved["optim"]
     _positive(trainer["max_iters"], "trainer.max_iters")
     _positive(trainer["checkpoint_every"], "trainer.checkpoint_every")
@@ -120,8 +141,8 @@ def check_config(cfg: DictConfig) -> dict[str, Any]:
     if optim["name"] != "sgd":
         raise ValueError(f"optim.name={optim['name']!r} is unknown: use sgd")
     for key in ("lr", "momentum", "weight_decay", "lr_gamma"):
-        if not optim[key] >= 0 or (key == "lr" and optim[key] == 0):
-            raise ValueError(f"optim.{key}={optim[key]!r} must be {'> 0' if key == 'lr' else '>= 0'}")
+        if not math.isfinite(optim[key]) or not optim[key] >= 0 or (key == "lr" and optim[key] == 0):
+            raise ValueError(f"optim.{key}={optim[key]!r} must be a finite number {'> 0' if key == 'lr' else '>= 0'}")
     if optim["lr_step_iters"] is not None:
         _positive(optim["lr_step_iters"], "optim.lr_step_iters")
     data = as_data_config(cfg.data)
@@ -210,6 +231,21 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> 
             for k in sorted(set(a) | set(b)) if not free(k) and a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
+def check_same_run(final: Path, resolved: Mapping[str, Any]) -> None:
+    """A completed run is skipped only if it was made with this config (keys added to rmseg since, absent
+    from its ``config.yaml``, do not count); otherwise ValueError naming the differing keys."""
+    saved_path = final / "config.yaml"
+    if not saved_path.is_file():
+        raise ValueError(f"completed run {final} has no config.yaml: it cannot be compared with this config; "
+                         "move it away to re-run it")
+    saved = OmegaConf.to_container(OmegaConf.load(saved_path))
+    diff = [d for d in config_differences(saved, resolved) if d.split(":", 1)[0] in flatten(saved)]
+    if diff:
+        raise ValueError(f"run {final} is complete but was made with another config: " + "; ".join(diff)
+                         + ". Give this run its own folder (name=<new name>, or another seed or paths.runs_dir), "
+                         "or move the old one away")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """``torch.save`` through a temporary file renamed into place: a checkpoint is never half-written."""
     tmp = path.with_name(path.name + ".tmp")
@@ -285,6 +321,7 @@ def train(cfg: DictConfig) -> Path | None:
     data_cfg = as_data_config(cfg.data)
     run = run_dir(resolved["paths"]["runs_dir"], resolved["name"], resolved["seed"])
     if run.final.exists() and resolved["on_exists"] == "skip":
+        check_same_run(run.final, resolved)
         log.info("run %s is complete: skipped (on_exists=skip)", run.final)
         return None
     ranks = Ranks.from_env()

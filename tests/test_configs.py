@@ -153,7 +153,10 @@ def test_rm_order_of_the_wrong_length_fails_at_start_up():
      ("trainer.checkpoint_every=0", "trainer.checkpoint_every=0"),
      ("optim.lr=0", "optim.lr=0"), ("optim.momentum=-0.1", "optim.momentum=-0.1"),
      ("trainer.device=tpu", "trainer.device='tpu'"), ("data.batch_size=0", "data.batch_size=0"),
-     ("eval.strides=[200,18,4]", "eval.strides")],
+     ("eval.strides=[200,18,4]", "eval.strides"), ("optim.lr=inf", "optim.lr=inf must be a finite number"),
+     ("+trainer.max_iter=10", r"unknown config key\(s\) \['trainer.max_iter'\]"),
+     ("+seeds=3", r"unknown config key\(s\) \['seeds'\].*the root takes"),
+     ("+model.width=3", r"\['model.width'\]"), ("data.downsample=[2,2]", r"data.downsample=\[2, 2\] must be 3")],
 )
 def test_bad_values_fail_at_start_up_naming_them(override, match):
     with pytest.raises(ValueError, match=match):

@@ -175,6 +175,10 @@ def test_completed_run_is_skipped_or_fails_never_overwritten(tmp_path, data_dir)
     assert train(tiny("table1/unet", tmp_path, data_dir)) is None
     with pytest.raises(FileExistsError, match="already complete .*on_exists=fail"):
         train(tiny("table1/unet", tmp_path, data_dir, "on_exists=fail"))
+    # the same folder asked for with another config is refused, naming the keys; where the data lies is free
+    with pytest.raises(ValueError, match=r"made with another config: loss.lambda_dice: 1.0 -> 0.5.*name=<new name>"):
+        train(tiny("table1/unet", tmp_path, data_dir, "loss.lambda_dice=0.5"))
+    assert train(tiny("table1/unet", tmp_path, data_dir, f"data.root={tmp_path}/moved")) is None
     assert (final / "checkpoint.pt").read_bytes() == before
 
 
