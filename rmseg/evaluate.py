@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rmseg.checkpoint import read_checkpoint
 from rmseg.evaluation import (
     eval_config,
     evaluate_model,
@@ -54,20 +55,6 @@ def load_data_config(data: str, overrides: Sequence[str] = ()) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Read ``checkpoint.pt`` and check it holds ``model`` (state dict) and ``config``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several types for a truncated or foreign file
-        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise ValueError(f"checkpoint {path} must be a dict with 'model' and 'config' (written by rmseg-train)")
-    return ckpt
-
-
 def loss_probabilities(loss_cfg: dict | None):
     """The loss's ``probabilities`` (a loss whose head is not a softmax, e.g. SDF), else None (softmax)."""
     if not loss_cfg:
@@ -93,7 +80,7 @@ def evaluate_checkpoint(
 
     out = Path(out)
     _check_out(out)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint)
     cfg = ckpt["config"]
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     if data_overrides:

@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import random
 import signal
 import sys
 import threading
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
@@ -51,6 +49,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from rmseg import provenance
+from rmseg.checkpoint import read_checkpoint, save_checkpoint
 from rmseg.config import CONFIG_DIR, register
 from rmseg.config.schema import (MODEL_SCHEMAS, OptimConfig, PathsConfig, ProtocolConfig, RmsegConfig,
                                  TrainerConfig)
@@ -71,7 +70,6 @@ log = logging.getLogger("rmseg.train")
 RESUME_FREE_KEYS = ("resume", "on_exists", "paths", "trainer.progress_bar", "trainer.tensorboard",
                     "trainer.log_every", "trainer.num_threads", "trainer.channels_last", "trainer.cudnn_benchmark",
                     "trainer.compile", "data.num_workers", "data.root", "data.prepared_dir")
-CHECKPOINT_FORMAT = "rmseg-checkpoint-1"
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -246,23 +244,12 @@ def check_same_run(final: Path, resolved: Mapping[str, Any]) -> None:
                          "or move the old one away")
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file renamed into place: a checkpoint is never half-written."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
 def load_checkpoint(path: Path, resolved_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Load an rmseg checkpoint written with the same config; ValueError if corrupt or different."""
+    """Read a run's checkpoint to resume it with ``resolved_cfg``; ValueError if unreadable or made with another config."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
-        raise ValueError(
-            f"checkpoint {path} is corrupt or unreadable ({type(err).__name__}); delete {path.parent} to start over"
-        ) from err
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an rmseg checkpoint (format {CHECKPOINT_FORMAT}); delete {path.parent} to start over")
+        state = read_checkpoint(path, fix=f"delete {path.parent} to start over")
+    except FileNotFoundError as err:
+        raise ValueError(str(err)) from err
     diff = config_differences(state["config"], resolved_cfg)
     if diff:
         raise ValueError(f"cannot resume {path}: the config differs from the checkpoint's in "
@@ -413,7 +400,7 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
         if not ranks.is_main:
             return
         save_checkpoint(run.checkpoint, {
-            "format": CHECKPOINT_FORMAT, "config": resolved, "iteration": iteration, "train_time_s": train_time,
+            "config": resolved, "iteration": iteration, "train_time_s": train_time,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "rng": rng_states(),
         })

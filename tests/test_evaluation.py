@@ -12,6 +12,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
+from rmseg.checkpoint import save_checkpoint
 from rmseg.evaluation import (
     EvalConfig,
     eval_config,
@@ -265,7 +266,7 @@ def gs_tiny(tmp_path_factory):
         "data.synthetic.num_test=3", "data.synthetic.shape=[64,64]", "data.image_size=[64,64]",
         "model.channels=[4,8,16,32,64]",
     ])
-    return root, OmegaConf.to_container(cfg, resolve=True)
+    return root, OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 
 def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
@@ -277,7 +278,7 @@ def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
     torch.manual_seed(0)
     model = build_model(cfg["model"], cfg["data"])
     ckpt = root / "checkpoint.pt"
-    torch.save({"model": model.state_dict(), "config": cfg, "iteration": 0}, ckpt)
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": cfg, "iteration": 0})
     assert main(["--checkpoint", str(ckpt), "--out", str(root / "eval"), "--save-predictions", "all", "--device", "cpu"]) == 0
     from_ckpt = read_summary(root / "eval" / "summary.json")
     cases = load_test_cases(cfg["data"])
@@ -298,7 +299,7 @@ def test_rmseg_eval_checkpoint_on_the_data_at_another_place(gs_tiny, tmp_path, c
     root, cfg = gs_tiny
     torch.manual_seed(1)
     ckpt = tmp_path / "checkpoint.pt"
-    torch.save({"model": build_model(cfg["model"], cfg["data"]).state_dict(), "config": cfg, "iteration": 0}, ckpt)
+    save_checkpoint(ckpt, {"model": build_model(cfg["model"], cfg["data"]).state_dict(), "config": cfg, "iteration": 0})
     assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "here"), "--device", "cpu"]) == 0
     elsewhere = tmp_path / "elsewhere"
     moved = [f"root={elsewhere / 'release'}", f"prepared_dir={elsewhere / 'prepared'}"]
@@ -327,7 +328,7 @@ def test_rmseg_eval_perfect_predictions_and_bad_input(gs_tiny, tmp_path, capsys)
     assert repr(cases[0]["id"]) in capsys.readouterr().err
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     assert main(["--checkpoint", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "y")]) == 2
-    assert "cannot be read" in capsys.readouterr().err
+    assert "is corrupt, unreadable" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "y" / "summary.json").exists()
 
 

@@ -147,7 +147,7 @@ def test_corrupt_or_foreign_checkpoint_fails_clearly(tmp_path, data_dir):
     run = run_dir(tmp_path / "runs", "table1/rm20", 0)
     run.tmp.mkdir(parents=True)
     run.checkpoint.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="corrupt or unreadable.*delete"):
+    with pytest.raises(ValueError, match="is corrupt, unreadable.*: delete .*to start over"):
         train(tiny("table1/rm20", tmp_path, data_dir, "resume=true"))
     torch.save({"model": {}}, run.checkpoint)
     with pytest.raises(ValueError, match="is not an rmseg checkpoint"):
@@ -201,9 +201,32 @@ def test_config_differences_ignore_free_keys_and_show_absent_ones():
     assert config_differences(saved, current) == ["loss.extra: '<absent>' -> 2", "seed: 0 -> 1"]
 
 
-def test_load_checkpoint_rejects_a_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="corrupt or unreadable"):
+class Crafted:
+    """An object a pickle would rebuild by calling code: ``weights_only`` loading must refuse it."""
+
+    def __reduce__(self):
+        return (os.system, ("echo crafted checkpoint ran code",))
+
+
+def test_checkpoints_are_read_without_running_code_and_checked(tmp_path):
+    from rmseg.checkpoint import FORMAT, read_checkpoint, save_checkpoint
+    from rmseg.evaluate import evaluate_checkpoint
+
+    with pytest.raises(ValueError, match="does not exist: delete"):
         load_checkpoint(tmp_path / "checkpoint.pt", {})
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"format": FORMAT, "model": {}, "config": {}, "payload": Crafted()}, crafted)
+    for read in (read_checkpoint, lambda p: evaluate_checkpoint(p, tmp_path / "out")):
+        with pytest.raises(ValueError, match="holds more than tensors and plain containers"):
+            read(crafted)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, foreign)
+    with pytest.raises(ValueError, match="is not an rmseg checkpoint"):
+        read_checkpoint(foreign)
+    save_checkpoint(tmp_path / "ok.pt", {"model": {"w": torch.ones(2)}, "config": {"seed": 1}})
+    state = read_checkpoint(tmp_path / "ok.pt")
+    assert state["format"] == FORMAT and torch.equal(state["model"]["w"], torch.ones(2))
+    assert not (tmp_path / "ok.pt.tmp").exists()
 
 
 def test_sampler_resumes_mid_stream_and_visits_each_case_once_per_epoch():
