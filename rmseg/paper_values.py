@@ -54,8 +54,10 @@ ROW_SOURCE: dict[str, dict[str, str]] = {
     "table2": {row: f"copied by Wang et al. from {MA_2020}" for row in ("boundary", "hd", "sdf")},
 }
 
-#: Unit of the published distances, for table headers.
-DISTANCE_UNIT = {"table1": "px of 512x512", "table2": "voxels"}
+#: Unit of the published distances per dataset (table headers), and the 2D grid it is a pixel of:
+#: rmseg's distances are converted to it when a run is evaluated on another grid.
+DISTANCE_UNIT = {"gs": "px of 512x512", "la": "voxels"}
+PAPER_GRID = {"gs": (512, 512)}
 
 
 def published(table: str | None, row: str, structure: str, metric: str) -> Value | None:
