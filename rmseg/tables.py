@@ -437,11 +437,13 @@ def build_table(spec: TableSpec, runs_root: str | Path) -> tuple[pd.DataFrame, l
     if unknown_unit:
         notes.append(f"{UNIT_MARK} {', '.join(unknown_unit)}: evaluation grid unknown (no distance_unit_scale or eval_grid "
                      f"in the summary, no config.yaml beside it): distances shown as recorded, maybe not in {DISTANCE_UNIT.get(spec.dataset, 'the paper unit')}.")
-    scaled = sorted({(k, df.attrs["distance_unit_scale"]) for k, r in runs.items() for df in r.values()
-                     if df.attrs["distance_unit_scale"] not in (None, 1.0)})
-    if scaled:
-        notes.append("Distances converted to the paper's unit: " + ", ".join(f"{k} x {s:g}" for k, s in scaled)
-                     + " (runs evaluated on a coarser grid than the paper's).")
+    scales: dict[float, list[str]] = {}
+    for key, _ in spec.rows:
+        for scale in sorted({df.attrs["distance_unit_scale"] for df in runs[key].values()} - {None, 1.0}):
+            scales.setdefault(scale, []).append(key)
+    if scales:
+        notes.append("Distances converted to the paper's unit (runs evaluated on another grid than the paper's): "
+                     + "; ".join(f"{', '.join(keys)} x {scale:g}" for scale, keys in scales.items()) + ".")
     no_config = [k for k, r in runs.items() if r and all(df.attrs["config"] is None for df in r.values())]
     if no_config:
         notes.append(f"{', '.join(no_config)}: no config.yaml beside the summaries: the runs' configs were not compared.")

@@ -393,7 +393,8 @@ def test_distances_are_converted_to_the_papers_unit(tmp_path):
     assert _cell(df, "mse", "cup", "hd95")["mean"] == pytest.approx(3.0)
     assert _cell(df, "unet", "cup", "dice")["mean"] == pytest.approx(85.0)  # overlaps are never scaled
     assert _cell(df, "unet", "cup", "hd95")["difference"] == pytest.approx(12.0 - 13.9)
-    assert "Distances converted to the paper's unit: rm20 x 2, unet x 4" in " ".join(notes)
+    assert "Distances converted to the paper's unit (runs evaluated on another grid than the paper's): " \
+           "unet x 4; rm20 x 2." in notes
     (tmp_path / "table1" / "mse" / "seed0" / "config.yaml").unlink()
     (tmp_path / "table1" / "unet" / "seed0" / "config.yaml").write_text(yaml.safe_dump({"data": {"image_size": [128, 64]}}))
     with pytest.raises(ValueError, match=r"evaluation grid \[128, 64\] is not an isotropic scaling"):
