@@ -345,12 +345,6 @@ def paired_dice_matrix(
     return a[:, keep], b[:, keep]
 
 
-def paired_dice(runs: Mapping[int, pd.DataFrame], baseline: Mapping[int, pd.DataFrame], structure: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-case Dice of a row and of the baseline, each averaged over their common seeds, paired by case."""
-    a, b = paired_dice_matrix(runs, baseline, structure)
-    return (a.mean(axis=0), b.mean(axis=0)) if a.size else (np.array([]), np.array([]))
-
-
 def wilcoxon_p(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided paired Wilcoxon signed-rank p-value; NaN when undefined (no pairs, all equal)."""
     if a.size == 0 or np.all(a == b):
