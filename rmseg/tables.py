@@ -442,15 +442,18 @@ def build_table(spec: TableSpec, runs_root: str | Path) -> tuple[pd.DataFrame, l
     if no_config:
         notes.append(f"{', '.join(no_config)}: no config.yaml beside the summaries: the runs' configs were not compared.")
     for key, _ in spec.rows:
-        for seed, df in sorted(runs[key].items()):
-            for structure in spec.structures:
-                empty, total = empty_predictions(df, structure)
-                if empty and empty >= MOSTLY_EMPTY * total:
-                    if EMPTY_MARK not in marks[key]:
-                        marks[key] += EMPTY_MARK
-                    notes.append(f"{EMPTY_MARK} {key} seed {seed} {structure}: prediction empty in {empty} of {total} test cases.")
-                elif empty:
-                    notes.append(f"{key} seed {seed} {structure}: prediction empty in {empty} of {total} test cases.")
+        for structure in spec.structures:
+            counts = {seed: empty_predictions(df, structure) for seed, df in sorted(runs[key].items())}
+            if not any(empty for empty, _ in counts.values()):
+                continue
+            mostly = any(empty >= MOSTLY_EMPTY * total for empty, total in counts.values())
+            if mostly and EMPTY_MARK not in marks[key]:
+                marks[key] += EMPTY_MARK
+            shown = ", ".join(f"{empty} of {total} (seed {seed})" for seed, (empty, total) in counts.items())
+            penalized = sum(int(df.loc[df["structure"] == structure, "penalized"].astype(bool).sum())
+                            for df in runs[key].values() if "penalized" in df)
+            notes.append(f"{EMPTY_MARK + ' ' if mostly else ''}{key} {structure}: prediction empty in {shown} test cases"
+                         + (f"; their 95HD and ASD ({penalized} case(s)) are the penalty for one empty mask, the image diagonal." if penalized else "."))
 
     base = runs[spec.baseline]
     for key, exp in spec.rows:

@@ -44,7 +44,7 @@ def _write_run(root, experiment, seed, dice, *, dataset="la", structure="atrium"
     folder = Path(root) / experiment / f"seed{seed}"
     folder.mkdir(parents=True)
     cases = [{"id": f"c{i}", "structure": structure, "dice": d, "jaccard": d / (2 - d),
-              "hd95": 10.0 + i if hd95 is None else hd95[i], "asd": 2.0, "pred_empty": i in empty}
+              "hd95": 10.0 + i if hd95 is None else hd95[i], "asd": 2.0, "pred_empty": i in empty, "penalized": i in empty}
              for i, d in enumerate(dice)]
     summary = {"experiment": experiment, "seed": seed, "dataset": dataset, "structures": {structure: [1]},
                "cases": cases, **({"source": source} if source else {}), **extra}
@@ -373,8 +373,9 @@ def test_mostly_empty_predictions_are_flagged(tmp_path):
     df, notes = build_table(TABLE2, tmp_path)
     text = render_markdown(TABLE2, df, notes)
     assert "| rm3 † | rmseg |" in text and "| vnet | rmseg |" in text
-    assert "† rm3 seed 0 atrium: prediction empty in 2 of 4 test cases." in notes
-    assert "vnet seed 0 atrium: prediction empty in 1 of 4 test cases." in notes
+    assert ("† rm3 atrium: prediction empty in 2 of 4 (seed 0) test cases; their 95HD and ASD (2 case(s)) are the "
+            "penalty for one empty mask, the image diagonal.") in notes
+    assert any(n.startswith("vnet atrium: prediction empty in 1 of 4 (seed 0) test cases;") for n in notes)
 
 
 def test_distances_are_converted_to_the_papers_unit(tmp_path):
