@@ -33,11 +33,11 @@ demo: $(STAMP)  ## both tables end to end on synthetic stand-ins (reduced traine
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
 
-tables: $(STAMP)  ## rebuild Tables 1 and 2 from run summaries into results/tables/
+tables: $(STAMP)  ## rebuild the tables of every runs root under results/runs/ into results/tables/
 	$(PY) -m rmseg.tables
 
-figures: $(STAMP)  ## contour overlays (paper Fig. 2 and 3) into results/figures/
-	$(PY) -m rmseg.figures
+figures: $(STAMP)  ## contour overlays (paper Fig. 2 and 3) into results/figures/ (images from DATA=)
+	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.figures
 
 TABLE1_ROWS := $(shell cd configs/experiment && ls table1/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 TABLE2_ROWS := $(shell cd configs/experiment && ls table2/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)

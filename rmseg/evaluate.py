@@ -13,6 +13,7 @@ maps named by case id (``<id>.png`` in 2D, ``<id>.nii.gz`` in 3D) evaluated agai
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -27,8 +28,10 @@ from rmseg.evaluation import (
     evaluate_model,
     evaluate_predictions,
     load_prediction_folder,
+    read_summary,
     write_summary,
 )
+from rmseg.tables import summary_report
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -175,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         print(f"rmseg-eval: {err}", file=sys.stderr)
         return 2
+    for level, line in summary_report(read_summary(path)):
+        print(f"{'WARNING: ' if level >= logging.WARNING else ''}{line}", file=sys.stderr if level >= logging.WARNING else sys.stdout)
     print(f"wrote {path}")
     return 0
 

@@ -163,7 +163,8 @@ def evaluate_predictions(
 
     Every test case needs a prediction of its label's shape (ValueError naming the case otherwise).
     Metrics come from ``rmseg.metrics.evaluate_cases`` over ``eval_cfg.workers`` processes.
-    The returned frame carries the test ids in ``df.attrs["case_ids"]`` for :func:`write_summary`.
+    The returned frame carries the test ids in ``df.attrs["case_ids"]`` and the label shape shared by
+    every case (None when they differ) in ``df.attrs["eval_grid"]``, for :func:`write_summary`.
     """
     eval_cfg = eval_config(eval_cfg)
     structures = {str(k): [int(v) for v in vs] for k, vs in dict(structures).items()}
@@ -180,6 +181,8 @@ def evaluate_predictions(
     rows = evaluate_cases(jobs, structures, workers=min(eval_cfg.workers, max(len(jobs), 1)), convention=eval_cfg.convention)
     df = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     df.attrs["case_ids"] = [str(c["id"]) for c in cases]
+    grids = {tuple(np.shape(c["label"])) for c in cases}
+    df.attrs["eval_grid"] = list(grids.pop()) if len(grids) == 1 else None
     return df
 
 
@@ -345,7 +348,9 @@ def write_summary(out_dir: str | Path, per_case_df: pd.DataFrame, meta: Mapping[
     """Write ``summary.json`` and ``per_case.csv`` into ``out_dir`` (each via temp file + rename).
 
     ``meta`` holds experiment, seed, dataset, structures ({name: label ids}), convention, iterations,
-    wall_time_s. The test ids come from ``meta["case_ids"]`` or ``per_case_df.attrs["case_ids"]``
+    wall_time_s; optionally ``distance_unit_scale`` (paper distance units per evaluated pixel/voxel, read
+    by ``rmseg.tables``). ``eval_grid`` (the evaluated label shape, null when cases differ) comes from
+    ``meta`` or ``per_case_df.attrs``. The test ids come from ``meta["case_ids"]`` or ``per_case_df.attrs["case_ids"]``
     (set by :func:`evaluate_model`); a test id or structure without a row is a ValueError.
     Non-finite metric values are written as ``null`` (counted under ``flags.undefined``).
     """
@@ -375,6 +380,7 @@ def write_summary(out_dir: str | Path, per_case_df: pd.DataFrame, meta: Mapping[
     cases = [{k: _finite_or_none(v) for k, v in rec.items()} for rec in rows.to_dict("records")]
     meta_out = {k: (OmegaConf.to_container(v) if isinstance(v, DictConfig) else v) for k, v in meta.items()}
     meta_out.pop("case_ids", None)
+    meta_out.setdefault("eval_grid", per_case_df.attrs.get("eval_grid"))
     summary = {**meta_out, "cases": cases, **summarize(rows, structures)}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

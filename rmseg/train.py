@@ -61,6 +61,7 @@ from rmseg.models import build_model
 from rmseg.run_dir import RunDir, claim, complete, run_dir
 from rmseg.sampling import RankShare, ResumableSampler, SeededItems, derived_seed
 from rmseg.speed import compile_for_training, in_format, memory_format, set_cudnn_benchmark
+from rmseg.tables import log_summary
 
 log = logging.getLogger("rmseg.train")
 
@@ -492,6 +493,7 @@ def evaluate_run(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], model: 
         "wall_time_s": round(train_time, 3), "case_ids": [str(c["id"]) for c in cases],
     }
     write_summary(run.tmp, per_case, meta)
+    log_summary(run.tmp / "summary.json", log)
 
 
 register()

@@ -323,6 +323,8 @@ def test_rmseg_eval_perfect_predictions_and_bad_input(gs_tiny, tmp_path, capsys)
     assert main(["--predictions", str(tmp_path / "preds"), "--data", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "ok")]) == 0
     summary = read_summary(tmp_path / "ok" / "summary.json")
     assert all(c["dice"] == 1.0 and c["hd95"] == 0.0 for c in summary["cases"])
+    out = capsys.readouterr().out  # the mean metrics per structure, then the path
+    assert "Dice  100.00  Jaccard  100.00  95HD    0.00  ASD    0.00" in out and out.rstrip().endswith("ok/summary.json")
     (tmp_path / "preds" / f"{cases[0]['id']}.png").unlink()
     assert main(["--predictions", str(tmp_path / "preds"), "--data", str(tmp_path / "data.yaml"), "--out", str(tmp_path / "x")]) == 2
     assert repr(cases[0]["id"]) in capsys.readouterr().err

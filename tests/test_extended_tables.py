@@ -41,7 +41,7 @@ def test_extended_gs_pooled_mean_std_by_hand():
     df, notes = build_table(EXTENDED_GS, RUNS)
     cup = np.array(GS_DICE_CE["cup"][0] + GS_DICE_CE["cup"][1])
     cell = _cell(df, "dice_ce", "cup", "dice")
-    assert cell["mean"] == pytest.approx(100 * cup.mean()) and cell["std"] == pytest.approx(100 * np.std(cup, ddof=0))
+    assert cell["mean"] == pytest.approx(100 * cup.mean()) and cell["std_cases"] == pytest.approx(100 * np.std(cup, ddof=0))
     assert (cell["n_cases"], cell["n_seeds"]) == (3, 2)
     # rm disc Dice: (0.94 + 0.95 + 0.98 + 0.93 + 0.94 + 0.99) / 6
     assert _cell(df, "rm", "disc", "dice")["mean"] == pytest.approx(95.5)
@@ -56,29 +56,29 @@ def test_extended_gs_wilcoxon_per_structure_against_scipy():
     for structure, exact in (("cup", 0.25), ("disc", 0.5)):  # cup: 3 positive differences; disc: rank 1 negative
         rm = np.mean([GS_RM[structure][0], GS_RM[structure][1]], axis=0)
         base = np.mean([GS_DICE_CE[structure][0], GS_DICE_CE[structure][1]], axis=0)
-        p = _cell(df, "rm", structure, "dice")["p_dice_vs_baseline"]
+        p = _cell(df, "rm", structure, "dice")["p_case"]
         assert p == pytest.approx(wilcoxon(rm, base).pvalue) and p == pytest.approx(exact)
     # region_wise has seed 1 only: paired with dice_ce seed 1 (+0.02, -0.01, +0.03), not with dice_ce's seed mean
     cell = _cell(df, "region_wise", "cup", "dice")
-    assert cell["p_dice_vs_baseline"] == pytest.approx(wilcoxon(GS_REGION_WISE["cup"][1], GS_DICE_CE["cup"][1]).pvalue)
-    assert cell["p_dice_vs_baseline"] == pytest.approx(0.5) and cell["n_pairs"] == 3
+    assert cell["p_case"] == pytest.approx(wilcoxon(GS_REGION_WISE["cup"][1], GS_DICE_CE["cup"][1]).pvalue)
+    assert cell["p_case"] == pytest.approx(0.5) and cell["n_pairs"] == 3
     base_mean = np.mean([GS_DICE_CE["cup"][0], GS_DICE_CE["cup"][1]], axis=0)
     assert wilcoxon(GS_REGION_WISE["cup"][1], base_mean).pvalue == pytest.approx(0.25)
-    assert np.isnan(_cell(df, "dice_ce", "disc", "dice")["p_dice_vs_baseline"])
+    assert np.isnan(_cell(df, "dice_ce", "disc", "dice")["p_case"])
 
 
 def test_extended_la_by_hand():
     df, notes = build_table(EXTENDED_LA, RUNS)
     cell = _cell(df, "hd", "atrium", "dice")
-    assert cell["mean"] == pytest.approx(100 * np.mean(LA_HD)) and cell["std"] == pytest.approx(100 * np.std(LA_HD))
+    assert cell["mean"] == pytest.approx(100 * np.mean(LA_HD)) and cell["std_cases"] == pytest.approx(100 * np.std(LA_HD))
     assert (cell["n_cases"], cell["n_seeds"]) == (5, 1)
     # rm - dice_ce: +0.03, +0.04, -0.01, +0.05, +0.02; the only negative difference has rank 1: p = 2 * 2 / 2**5
     rm = _cell(df, "rm", "atrium", "dice")
-    assert rm["p_dice_vs_baseline"] == pytest.approx(wilcoxon(LA_RM, LA_DICE_CE).pvalue)
-    assert rm["p_dice_vs_baseline"] == pytest.approx(0.125)
+    assert rm["p_case"] == pytest.approx(wilcoxon(LA_RM, LA_DICE_CE).pvalue)
+    assert rm["p_case"] == pytest.approx(0.125)
     # hd - dice_ce: +0.01, -0.03, +0.04, +0.02, -0.05: W+ = 7, W- = 8, the median of W's range: p = 1
-    assert cell["p_dice_vs_baseline"] == pytest.approx(wilcoxon(LA_HD, LA_DICE_CE).pvalue)
-    assert cell["p_dice_vs_baseline"] == pytest.approx(1.0)
+    assert cell["p_case"] == pytest.approx(wilcoxon(LA_HD, LA_DICE_CE).pvalue)
+    assert cell["p_case"] == pytest.approx(1.0)
     assert _cell(df, "rm", "atrium", "hd95")["mean"] == pytest.approx((8 + 10 + 7 + 11 + 5) / 5)
     assert not any("undefined" in n for n in notes)
 
@@ -92,8 +92,8 @@ def test_extended_missing_rows_and_no_published_column():
         assert [n.split(":")[0] for n in notes if "no completed run" in n] == missing
         assert any(n.startswith("Published values: none") for n in notes)
         text = render_markdown(spec, df, notes)
-        assert "| adaptive_region | rmseg | " + "— | " * len(spec.metrics) + "— | missing |" in text
-        assert "p (Dice vs dice_ce)" in text
+        assert "| adaptive_region | rmseg | " + "— | " * (len(spec.metrics) + 3) + "missing |" in text
+        assert "ΔDice vs dice_ce [95% CI]" in text and "| paper |" not in text
 
 
 def test_cli_builds_extended_tables_from_fixture(tmp_path):

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from rmseg.evaluation import save_prediction
-from rmseg.figures import GT_COLOR, PRED_COLOR, best_row, build_figures, overlay_figure
+from rmseg import figures
+from rmseg.figures import GT_COLOR, PRED_COLOR, best_row, build_figures, crop_box, overlay_figure, resolve_data_root
 from rmseg.tables import TABLE1
 
 RUNS = Path(__file__).parent / "golden" / "runs"
@@ -56,7 +57,51 @@ def test_la_overlay_draws_the_largest_ground_truth_slice(tmp_path):
         overlay_figure(np.zeros((3, 40, 48)), _disc_cup(), {"unet": np.zeros((4, 4))}, STRUCTURES, tmp_path / "y.png")
 
 
-def test_build_figures_from_run_folders(tmp_path):
+def _panel_texts(monkeypatch):
+    """Capture the titles and in-panel texts of the figures drawn, instead of saving them."""
+    drawn = []
+
+    def capture(fig, out_path):
+        drawn.append({"titles": [ax.get_title() for ax in fig.axes], "texts": [t.get_text() for ax in fig.axes for t in ax.texts],
+                      "suptitle": fig.get_suptitle()})
+        figures.plt.close(fig)
+        return out_path
+
+    monkeypatch.setattr(figures, "_save", capture)
+    return drawn
+
+
+def test_panels_are_titled_with_their_dice_and_an_empty_slice_says_so(tmp_path, monkeypatch):
+    drawn = _panel_texts(monkeypatch)
+    gt = _disc_cup()
+    half = gt.copy()
+    half[:, 24:] = 0  # cup: 2 * 60 / (60 + 113)
+    overlay_figure(np.zeros((3, 40, 48)), gt, {"unet": gt, "rm20": half}, STRUCTURES, tmp_path / "a.png", title="case g1")
+    cup, disc = (np.isin(gt, ids) for ids in (STRUCTURES["cup"], STRUCTURES["disc"]))
+    half_cup, half_disc = (np.isin(half, ids) for ids in (STRUCTURES["cup"], STRUCTURES["disc"]))
+    expected = (2 * (cup & half_cup).sum() / (cup.sum() + half_cup.sum()), 2 * (disc & half_disc).sum() / (disc.sum() + half_disc.sum()))
+    assert drawn[0]["titles"] == ["unet\nDice disc 1.000, cup 1.000", f"rm20\nDice disc {expected[1]:.3f}, cup {expected[0]:.3f}"]
+    assert drawn[0]["suptitle"] == "case g1" and drawn[0]["texts"] == []
+    vol = np.zeros((24, 24, 6), dtype=np.int64)
+    vol[6:18, 6:18, 2:5] = 1
+    pred = vol.copy()
+    pred[..., 2:4] = 0  # slice 4 only: Dice 2 * 144 / (432 + 144); the slice shown (first with most ground truth) is 2
+    overlay_figure(np.zeros((1, 24, 24, 6)), vol, {"ground truth": None, "vnet": vol, "rm4": pred}, {"atrium": [1]},
+                   tmp_path / "b.png", title="case la01")
+    assert drawn[1]["titles"][0] == "ground truth" and drawn[1]["titles"][2] == "rm4\nDice atrium 0.500 (volume)"
+    assert drawn[1]["texts"] == ["no predicted atrium\non this slice"] and drawn[1]["suptitle"] == "case la01, axial slice 2"
+
+
+def test_crop_is_a_square_around_the_structures():
+    mask = np.zeros((100, 120), bool)
+    mask[40:60, 50:60] = True  # 20 x 10: a side of 20 * 1.7 = 34
+    rows, cols = crop_box([mask], mask.shape)
+    assert (rows.stop - rows.start, cols.stop - cols.start) == (34, 34)
+    assert rows.start <= 40 and rows.stop >= 60 and cols.start <= 50 and cols.stop >= 60
+    assert crop_box([np.zeros((10, 12), bool)], (10, 12)) == (slice(0, 10), slice(0, 12))
+
+
+def test_build_figures_from_run_folders_then_from_the_kept_copies(tmp_path):
     runs = tmp_path / "runs"
     shutil.copytree(RUNS, runs)
     assert best_row(TABLE1, runs) == "rm20"  # the only RM row with runs
@@ -66,6 +111,33 @@ def test_build_figures_from_run_folders(tmp_path):
             save_prediction(runs / "table1" / row / "seed0" / "predictions", cid, np.roll(gt[cid], shift, axis=1))
     rng = np.random.default_rng(2)
     cases = [{"id": cid, "image": rng.random((3, 40, 48)), "label": lab} for cid, lab in gt.items()]
-    written, skipped = build_figures(runs, tmp_path / "figures", load_cases=lambda run_dir: cases)
+    out = tmp_path / "figures"
+    written, lacking = build_figures(runs, out, load_cases=lambda run_dir: cases)
     assert [p.name for p in written] == ["fig2_gs_case1.png", "fig2_gs_case2.png"]
-    assert skipped and skipped[0].startswith("table2")  # no LA runs in the fixture: skipped, not faked
+    # the LA fixture has runs but no predictions: said, with where it looked, never faked
+    assert len(lacking) == 1 and "fig3_la: no saved prediction of a common test case of table2/vnet and table2/rm3" in lacking[0]
+    kept = sorted(p.relative_to(out).as_posix() for p in (out / "predictions").rglob("*.png"))
+    assert kept == [f"predictions/table1/{row}/seed0/{cid}.png" for row in ("rm20", "unet") for cid in ("g1", "g2")]
+    first = (out / "fig2_gs_case1.png").read_bytes()
+    for row in ("unet", "rm20"):  # a clone has only the kept copies: the same figures come back
+        shutil.rmtree(runs / "table1" / row / "seed0" / "predictions")
+    written, _ = build_figures(runs, out, load_cases=lambda run_dir: cases)
+    assert [p.name for p in written] == ["fig2_gs_case1.png", "fig2_gs_case2.png"]
+    assert (out / "fig2_gs_case1.png").read_bytes() == first
+
+
+def test_missing_data_and_missing_predictions_are_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("RMSEG_DATA_ROOT", raising=False)
+    with pytest.raises(FileNotFoundError, match=r"gs test images and labels are not at /nowhere/drishti-gs1: set "
+                                                r"RMSEG_DATA_ROOT=/path/holding/drishti-gs1"):
+        resolve_data_root({"name": "gs", "root": "/nowhere/drishti-gs1"})
+    (tmp_path / "drishti-gs1").mkdir()
+    monkeypatch.setenv("RMSEG_DATA_ROOT", str(tmp_path))
+    assert resolve_data_root({"name": "gs", "root": "/nowhere/drishti-gs1"})["root"] == str(tmp_path / "drishti-gs1")
+    runs = tmp_path / "results" / "runs" / "cpu"
+    shutil.copytree(RUNS / "table2", runs / "table2")
+    monkeypatch.chdir(tmp_path)
+    assert figures.main([]) == 1
+    err = capsys.readouterr().err
+    assert "cannot draw results/figures/cpu/fig3_la: no saved prediction" in err
+    assert "results/figures/cpu/predictions/<experiment>/seed<k>/" in err

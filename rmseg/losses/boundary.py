@@ -14,13 +14,16 @@ class BoundaryLoss(MapWeightedLoss):
     ``phi_c`` (negative inside, 0 on the inner boundary, exact EDT; see
     :func:`rmseg.losses.distance_maps.signed_distance_map`) is computed from the ground truth on
     the CPU without gradient, with one device-to-host copy per call. Averaged over voxels and the
-    included classes per sample, then reduced over the batch. Binary case = Ma et al.'s comparison
-    code (``train_LA_BD.py``).
+    included classes per sample, then reduced over the batch. Binary case: Ma et al.'s comparison
+    code (``train_LA_BD.py``) on every patch that holds foreground; two differences from the
+    references are documented in :func:`~rmseg.losses.distance_maps.signed_distance_map` (Ma et
+    al.'s map of a patch without foreground, and Kervadec et al.'s ``-(d_in - 1)`` inside).
 
     Range: the loss is NOT non-negative. Per sample, ``mean(min(phi, 0)) <= L <= mean(max(phi, 0))``
     (means over the included classes and voxels), the lower bound (< 0 when a class is present)
     reached by the perfect prediction ``p = g`` and the upper one by ``p = 1 - g``; a class absent
-    from the patch (or filling it) has ``phi = 0`` and contributes 0.
+    from the patch (or filling it) has ``phi = 0`` and contributes 0 (rmseg's choice, as Kervadec et
+    al.'s code; Ma et al.'s code has no such case).
     Use with CE + Dice and :class:`~rmseg.losses.schedules.RebalanceSchedule`.
 
     Args:

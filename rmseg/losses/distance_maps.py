@@ -254,10 +254,19 @@ def signed_distance_map(
     """Signed distance ``d_out - d_in`` (negative inside), 0 on the inner boundary.
 
     Inner boundary: foreground voxels with a face-neighbour in the background (``d_in == 1``,
-    skimage's ``find_boundaries(mode="inner")``), as in the boundary-loss code of Ma et al.'s
-    comparison. Range ``[-max d_in, max d_out]``. A slice without a boundary gives 0 everywhere
-    (no boundary to measure from; the boundary loss then adds nothing for it, as in Kervadec et al.'s
-    and Ma et al.'s code).
+    skimage's ``find_boundaries(mode="inner")``), as ``compute_sdf`` in Ma et al.'s comparison code
+    (SegWithDistMap ``train_LA_BD.py``). Range ``[-max d_in, max d_out]``.
+
+    Offset against Kervadec et al.'s code (LIVIAETS/boundary-loss ``one_hot2dist``): it gives
+    ``-(d_in - 1)`` inside, rmseg and Ma et al. ``-d_in``. Both are 0 on the inner boundary and
+    ``d_out`` outside; deeper inside, Kervadec's map is 1 higher, so their boundary loss equals
+    rmseg's plus the mean of ``p`` over the object's interior (inner boundary excluded).
+
+    A slice without a boundary (no foreground, or all foreground) gives 0 everywhere, so the boundary
+    loss adds nothing for it, as in Kervadec et al.'s code (which leaves 0 where a class is absent).
+    Ma et al.'s code has no such guard: for a patch without foreground its map is scipy's EDT of an
+    all-ones array (positive values that measure no distance to any boundary), so there its loss
+    penalises every foreground probability, where rmseg's is 0.
     """
 
     def one(mask: np.ndarray, edt_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:

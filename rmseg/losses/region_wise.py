@@ -16,8 +16,9 @@ class RegionWiseLoss(MapWeightedLoss):
     exact EDT) and ``+1`` outside (:func:`~rmseg.losses.distance_maps.rectified_region_map`),
     computed on the CPU without gradient, with one device-to-host copy per call.
     Predicting a class outside it costs +1 per voxel; inside it, the deeper the voxel the larger
-    the reward. Averaged over voxels and classes per sample (Valverde & Tohka sum over classes:
-    a factor ``C`` apart), then reduced over the batch. Range ``[-1, 1]``; the per-sample minimum,
+    the reward. Averaged over voxels and classes per sample, as the authors' released code does
+    (jmlipman/RegionWiseLoss ``rwexp_loss.py``: ``torch.mean(softmax * rrwmap)`` over batch, classes
+    and voxels), then reduced over the batch. Range ``[-1, 1]``; the per-sample minimum,
     ``mean(RRW * g)``, is reached by the perfect prediction. Usable alone, or as a term of
     :class:`~rmseg.losses.compound.SegmentationLoss` with CE and/or Dice.
 
