@@ -12,8 +12,9 @@ Predictions are read from ``<run>/predictions/<id>.png|.nii.gz`` (``eval.save_pr
 the first ``eval.num_saved`` ids, the default) or else from the copies the figure step keeps beside its
 figures, ``<figures>/predictions/<experiment>/seed<k>/``: those are committed, so a clone redraws the
 figures from them. Images and ground truth come from the test cases of the run's data config, at its
-``data.root`` or under ``$RMSEG_DATA_ROOT``. When a figure cannot be drawn, the step says what it lacks
-and exits with status 1.
+``data.root`` or under ``$RMSEG_DATA_ROOT``. When a figure cannot be drawn, the step says what it lacks;
+it exits with status 1 when that figure was drawn before (a committed figure that cannot be redrawn) or
+data is missing, and only notes figures of runs that never kept predictions.
 """
 
 from __future__ import annotations
@@ -233,12 +234,13 @@ def build_figures(
     specs: Sequence[tuple[TableSpec, str]] = FIGURES,
     max_cases: int = 2,
     load_cases: Callable[[Path], list[dict]] = _run_cases,
-) -> tuple[list[Path], list[str]]:
-    """Draw baseline vs best RM row for every spec whose baseline has runs; return the PNGs written and,
-    for each figure that could not be drawn, what it lacks."""
+) -> tuple[list[Path], list[str], list[str]]:
+    """Draw baseline vs best RM row for every spec whose baseline has runs. Returns the PNGs written; for
+    each figure that could not be drawn, what it lacks (an error where a committed figure of that name
+    exists: it could not be redrawn); and the figures never drawn because no run kept its predictions."""
     runs_root, out_dir = Path(runs_root), Path(out_dir)
     copies = out_dir / "predictions"
-    written, lacking = [], []
+    written, lacking, not_drawn = [], [], []
     for spec, stem in specs:
         rows = dict(spec.rows)
         base_runs = load_runs(runs_root, rows[spec.baseline], spec.dataset, spec.structures)
@@ -259,7 +261,8 @@ def build_figures(
                 chosen = seed, ready[:max_cases]
                 break
         if chosen is None:
-            lacking.append(
+            drawn_before = any(out_dir.glob(f"{stem}_case*.png"))
+            (lacking if drawn_before else not_drawn).append(
                 f"{out_dir / stem}: no saved prediction of a common test case of {' and '.join(experiments)} at seed(s) "
                 f"{seeds} (looked in {runs_root}/<experiment>/seed<k>/predictions/ and {copies}/<experiment>/seed<k>/); "
                 f"save them with rmseg-eval --checkpoint <run>/checkpoint.pt --out <folder> --save-predictions some"
@@ -284,7 +287,7 @@ def build_figures(
                                           title=f"{spec.name} {spec.dataset}: test case {cid}"))
             for experiment, path in zip(experiments, paths):
                 _keep_copy(path, copies, experiment, seed)
-    return written, lacking
+    return written, lacking, not_drawn
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -305,9 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs = [(root, Path(args.out) / root.relative_to(runs)) for root in roots]
     lacking = []
     for root, out in jobs:
-        written, missing = build_figures(root, out, max_cases=args.cases)
+        written, missing, not_drawn = build_figures(root, out, max_cases=args.cases)
         for path in written:
             print(f"wrote {path}")
+        for reason in not_drawn:
+            print(f"not drawn (its runs kept no predictions): {reason}")
         lacking += missing
     for reason in lacking:
         print(f"rmseg-figures: cannot draw {reason}", file=sys.stderr)

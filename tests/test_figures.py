@@ -112,16 +112,17 @@ def test_build_figures_from_run_folders_then_from_the_kept_copies(tmp_path):
     rng = np.random.default_rng(2)
     cases = [{"id": cid, "image": rng.random((3, 40, 48)), "label": lab} for cid, lab in gt.items()]
     out = tmp_path / "figures"
-    written, lacking = build_figures(runs, out, load_cases=lambda run_dir: cases)
+    written, lacking, not_drawn = build_figures(runs, out, load_cases=lambda run_dir: cases)
     assert [p.name for p in written] == ["fig2_gs_case1.png", "fig2_gs_case2.png"]
     # the LA fixture has runs but no predictions: said, with where it looked, never faked
-    assert len(lacking) == 1 and "fig3_la: no saved prediction of a common test case of table2/vnet and table2/rm3" in lacking[0]
+    assert lacking == [] and len(not_drawn) == 1
+    assert "fig3_la: no saved prediction of a common test case of table2/vnet and table2/rm3" in not_drawn[0]
     kept = sorted(p.relative_to(out).as_posix() for p in (out / "predictions").rglob("*.png"))
     assert kept == [f"predictions/table1/{row}/seed0/{cid}.png" for row in ("rm20", "unet") for cid in ("g1", "g2")]
     first = (out / "fig2_gs_case1.png").read_bytes()
     for row in ("unet", "rm20"):  # a clone has only the kept copies: the same figures come back
         shutil.rmtree(runs / "table1" / row / "seed0" / "predictions")
-    written, _ = build_figures(runs, out, load_cases=lambda run_dir: cases)
+    written, _, _ = build_figures(runs, out, load_cases=lambda run_dir: cases)
     assert [p.name for p in written] == ["fig2_gs_case1.png", "fig2_gs_case2.png"]
     assert (out / "fig2_gs_case1.png").read_bytes() == first
 
@@ -137,6 +138,12 @@ def test_missing_data_and_missing_predictions_are_named(tmp_path, monkeypatch, c
     runs = tmp_path / "results" / "runs" / "cpu"
     shutil.copytree(RUNS / "table2", runs / "table2")
     monkeypatch.chdir(tmp_path)
+    assert figures.main([]) == 0  # never drawn: a note, not a failure
+    out = capsys.readouterr().out
+    assert "not drawn (its runs kept no predictions): results/figures/cpu/fig3_la: no saved prediction" in out
+    stale = tmp_path / "results" / "figures" / "cpu" / "fig3_la_case1.png"  # a figure that cannot be redrawn
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
     assert figures.main([]) == 1
     err = capsys.readouterr().err
     assert "cannot draw results/figures/cpu/fig3_la: no saved prediction" in err
