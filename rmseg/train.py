@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from rmseg import provenance
 from rmseg.checkpoint import read_checkpoint, save_checkpoint
+from rmseg.curve import CurveLog, gradient_shares
 from rmseg.config import CONFIG_DIR, register
 from rmseg.config.schema import (MODEL_SCHEMAS, OptimConfig, PathsConfig, ProtocolConfig, RmsegConfig,
                                  TrainerConfig)
@@ -412,6 +413,7 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=str(run.tmp / "tensorboard"), purge_step=iteration)
+    curve = CurveLog(run.tmp / "curve.csv", resume_from=iteration) if ranks.is_main else None
     amp_dtype = getattr(torch, trainer["amp_dtype"])
     batches = _batches(dataset, data_cfg, seed, iteration, ranks, device)
     bar = tqdm(total=max_iters, initial=iteration, desc=resolved["name"],
@@ -445,13 +447,20 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 bar.update(1)
                 if iteration % trainer["log_every"] == 0 or iteration == max_iters:
                     parts = loss_fn.last_components if hasattr(loss_fn, "last_components") else {"total": loss.item()}
-                    parts = ranks.mean({"loss": loss.item(), **parts})  # the global batch's loss
+                    grads = {f"grad_{k}": v for k, v in loss_fn.gradient_norms(output.detach().float(), label,
+                                                                               **context).items()} \
+                        if hasattr(loss_fn, "gradient_norms") else {}
+                    parts = ranks.mean({"loss": loss.item(), **parts, **grads})  # the global batch's values
                     loss_value = parts.pop("loss")
+                    grads = {k: parts.pop(k) for k in grads}
+                    shares = gradient_shares({k[len("grad_"):]: v for k, v in grads.items()})
                     lr = optimizer.param_groups[0]["lr"]
                     bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2g}")
                     log.info("iteration %d/%d loss %.5f %s lr %.3g", iteration, max_iters, loss_value, parts, lr)
+                    if curve is not None:
+                        curve.append({"iteration": iteration, "lr": lr, "loss": loss_value, **parts, **grads, **shares})
                     if writer is not None:
-                        for key, value in parts.items():
+                        for key, value in {**parts, **grads, **shares}.items():
                             writer.add_scalar(f"loss/{key}", value, iteration)
                         writer.add_scalar("lr", lr, iteration)
                 if iteration % trainer["checkpoint_every"] == 0 or iteration == max_iters:

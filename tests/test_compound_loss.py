@@ -82,6 +82,22 @@ def test_ma2020_base_worked_by_hand(share_activation):
     assert SegmentationLoss(lambda_ce=0.5, lambda_dice=0.5)(logits, labels).item() != pytest.approx(0.5 * (ce + dice), abs=1e-3)
 
 
+def test_gradient_norms_worked_by_hand():
+    # Zero logits, 2 classes, labels [0, 1]: p_fg = 1/2 at both pixels.
+    logits = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
+    labels = torch.tensor([[[[0, 1]]]])
+    loss = SegmentationLoss([ResidualMomentLoss([(0, 0)], pixel_reduction="mean")], alpha=3.0, lambda_dice=0.0)
+    norms = loss.gradient_norms(logits, labels)
+    # RM (0,0), mean over the 2 pixels: (p - g)^2 / 2 per pixel; d/dz_fg = (p - g) p (1 - p) = +-1/8 and
+    # d/dz_bg = -d/dz_fg (softmax of two logits): four entries of 1/8, norm 1/4, times alpha = 3.
+    assert norms["ResidualMomentLoss"] == pytest.approx(3 * 0.25, abs=1e-12)
+    # CE, mean over the 2 pixels: d/dz_c = (p_c - 1[c = label]) / 2 = +-1/4: four entries, norm 1/2.
+    assert norms["ce_dice"] == pytest.approx(0.5, abs=1e-12)
+    assert not logits.requires_grad  # computed on a detached copy
+    loss.weights = (1.0, 0.0)  # a term switched off by a schedule pulls with norm 0
+    assert loss.gradient_norms(logits, labels)["ResidualMomentLoss"] == 0.0
+
+
 @pytest.mark.parametrize("include_background_dice", [True, False])
 def test_matches_monai_dicece_plus_rm(include_background_dice):
     logits, labels = random_case(1)

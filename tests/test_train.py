@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
@@ -61,9 +62,16 @@ def test_smoke_run_writes_a_complete_run_folder(experiment, tmp_path, data_dir):
     final = train(tiny(experiment, tmp_path, data_dir, "trainer.tensorboard=true"))
     assert final == tmp_path / "runs" / experiment / "seed0"
     assert not (final.parent / ".seed0.tmp").exists()
-    for name in ("config.yaml", "provenance.json", "train.log", "checkpoint.pt", "summary.json", "per_case.csv"):
+    for name in ("config.yaml", "provenance.json", "train.log", "checkpoint.pt", "summary.json", "per_case.csv",
+                 "curve.csv"):
         assert (final / name).is_file(), name
     assert list((final / "tensorboard").iterdir())
+    curve = pd.read_csv(final / "curve.csv")
+    term = "ResidualMomentLoss"
+    assert list(curve.columns) == ["iteration", "lr", "loss", "ce_dice", term, "total", "grad_ce_dice", f"grad_{term}",
+                                   f"share_{term}"]
+    assert curve["iteration"].tolist() == [1, 2, 3, 4] and (curve[["grad_ce_dice", f"grad_{term}"]] > 0).all().all()
+    assert np.allclose(curve[f"share_{term}"], curve[f"grad_{term}"] / curve["grad_ce_dice"])
     summary = json.loads((final / "summary.json").read_text())
     assert (summary["experiment"], summary["seed"], summary["iterations"]) == (experiment, 0, 4)
     structures = {"table1": {"disc", "cup"}, "table2": {"atrium"}}[experiment.split("/")[0]]
@@ -136,6 +144,8 @@ def test_kill_and_resume_reaches_the_same_final_weights(experiment, signum, tmp_
     a, b = (json.loads((r / "summary.json").read_text())["cases"] for r in (uninterrupted, resumed))
     assert a == b
     assert "resumed" in (resumed / "train.log").read_text()
+    # the curve holds each iteration once, as the uninterrupted run's
+    pd.testing.assert_frame_equal(pd.read_csv(resumed / "curve.csv"), pd.read_csv(uninterrupted / "curve.csv"))
 
 
 def test_resume_with_a_different_config_lists_the_keys(tmp_path, data_dir, monkeypatch):
@@ -525,3 +535,19 @@ def test_speed_switches_may_change_on_resume_amp_may_not():
     current = {"trainer": {"amp": True, "channels_last": True, "cudnn_benchmark": True, "compile": False}}
     assert config_differences(saved, current) == ["trainer.amp: False -> True"]
     assert config_differences({"trainer": {}}, {"trainer": {"compile": False}}) == []  # checkpoints from before them
+
+
+def test_curve_log_keeps_rows_up_to_the_resumed_iteration(tmp_path):
+    from rmseg.curve import CurveLog, gradient_shares
+
+    log = CurveLog(tmp_path / "curve.csv")
+    for it in (10, 20, 30):
+        log.append({"iteration": it, "loss": 1.0 / it})
+    resumed = CurveLog(tmp_path / "curve.csv", resume_from=20)  # checkpoint at 20, crash after 30
+    resumed.append({"iteration": 30, "loss": 0.5})
+    curve = pd.read_csv(tmp_path / "curve.csv")
+    assert curve["iteration"].tolist() == [10, 20, 30] and curve["loss"].tolist() == [0.1, 0.05, 0.5]
+    with pytest.raises(ValueError, match="differ from"):
+        resumed.append({"iteration": 40})
+    assert gradient_shares({"ce_dice": 2.0, "ResidualMomentLoss": 0.5}) == {"share_ResidualMomentLoss": 0.25}
+    assert gradient_shares({"SignedDistanceLoss": 1.0}) == {}

@@ -146,17 +146,40 @@ class SegmentationLoss(nn.Module):
             self.weights = weights
 
     def forward(self, input: torch.Tensor, target: torch.Tensor, **context: object) -> torch.Tensor:
-        w_base, w_aux = self.weights
-        components: dict[str, torch.Tensor] = {}
+        parts = self._parts(input, target, **context)
         total = input.new_zeros(())
+        for value, weight in parts.values():
+            total = total + weight * value
+        self._components = {**{name: value.detach() for name, (value, _) in parts.items()}, "total": total.detach()}
+        return total
+
+    def gradient_norms(self, input: torch.Tensor, target: torch.Tensor, **context: object) -> dict[str, float]:
+        """L2 norm of the gradient of each weighted part (``ce_dice``, each term) with respect to the logits
+        ``input``, at the current weights: how hard each part pulls on the prediction. Computed on a detached
+        copy of ``input`` (the network's graph is not touched); a part whose weight is 0 has norm 0."""
+        x = input.detach().requires_grad_(True)
+        with torch.enable_grad():
+            parts = self._parts(x, target, **context)
+            norms = {}
+            for name, (value, weight) in parts.items():
+                if weight == 0 or not value.requires_grad:
+                    norms[name] = 0.0
+                    continue
+                (grad,) = torch.autograd.grad(weight * value, x, retain_graph=True)
+                norms[name] = float(grad.double().norm())
+        return norms
+
+    def _parts(self, input: torch.Tensor, target: torch.Tensor, **context: object) -> dict[str, tuple[torch.Tensor, float]]:
+        """``{name: (unweighted value, weight)}``: ``ce_dice`` with ``w_base``, each term with ``w_aux * alpha``."""
+        w_base, w_aux = self.weights
+        parts: dict[str, tuple[torch.Tensor, float]] = {}
         labels = target
         if target.ndim == input.ndim and target.shape[1] != 1 and target.shape[1] == input.shape[1]:
             labels = target.argmax(dim=1, keepdim=True)
         shared = self._shared_activation(input, labels)
         if self.base is not None:
             base = self.base(input, labels) if shared is None else self._shared_base(shared, labels)
-            components["ce_dice"] = base.detach()
-            total = total + w_base * base
+            parts["ce_dice"] = (base, w_base)
         for name, term, accepted, takes in zip(self._term_names, self.terms, self._context_names, self._takes_softmax):
             kwargs = context if accepted is None else {k: v for k, v in context.items() if k in accepted}
             if shared is not None and takes:
@@ -165,11 +188,8 @@ class SegmentationLoss(nn.Module):
                 value = term.from_probabilities(shared["probs"], target, check_range=False, one_hot=one_hot, **kwargs)
             else:
                 value = term(input, target, **kwargs)
-            components[name] = value.detach()
-            total = total + (w_aux * self.alpha) * value
-        components["total"] = total.detach()
-        self._components = components
-        return total
+            parts[name] = (value, w_aux * self.alpha)
+        return parts
 
     def _shared_activation(self, input: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """``log_probs`` (when CE + Dice is computed), ``probs`` and ``one_hot`` (of ``labels``) for every
