@@ -13,7 +13,7 @@ REPORT  = $(PY) -m rmseg.tables --runs results/runs$(SUB) --out results/tables$(
 FIGURES = $(PY) -m rmseg.figures --runs results/runs$(SUB) --out results/figures$(SUB)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-small data bench clean
+.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-small sweep-alpha data bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -60,6 +60,17 @@ reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, reg
 	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-extended: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
 	$(TRAIN) experiment=$(EXTENDED) seed=$(SEEDS) $(ARGS)
 	$(REPORT) --table extended_gs --table extended_la
+
+SWEEP_ROW    = $(or $(ROW),table1/rm20_02_22)
+SWEEP_TABLE  = $(firstword $(subst /, ,$(SWEEP_ROW)))
+SWEEP_BASE   = $(if $(filter table2,$(SWEEP_TABLE)),table2/vnet,table1/unet)
+ALPHAS      ?= 1,10,100,1000,10000,100000,1000000
+
+sweep-alpha: $(STAMP)  ## RM weight dose-response: ROW (default table1/rm20_02_22) over ALPHAS x SEEDS and its baseline (DATA=, PROTOCOL=, ARGS=), figure and table
+	@d=$(if $(filter table2,$(SWEEP_TABLE)),la2018,drishti-gs1); test -d "$(DATA)/$$d" || { echo "sweep-alpha: no $$d/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/$$d"; exit 2; }
+	$(TRAIN) experiment=$(SWEEP_ROW) 'name=alpha_sweep/$(SWEEP_ROW)/alpha$${loss.alpha}' loss.alpha=$(ALPHAS) seed=$(SEEDS) $(ARGS)
+	$(TRAIN) experiment=$(SWEEP_BASE) seed=$(SEEDS) $(ARGS)
+	$(PY) -m rmseg.alpha_sweep --runs results/runs$(SUB) --table $(SWEEP_TABLE) --figures results/figures$(SUB) --tables results/tables$(SUB)
 
 reproduce-small: $(STAMP)  ## the small protocol of both tables with its RM-reduction and alpha ablations (results/REPORT.md)
 	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-small: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done

@@ -1,0 +1,237 @@
+"""Dose-response of the RM weight: a row of Table 1 or 2 trained over a log-spaced grid of ``loss.alpha``.
+
+``make sweep-alpha`` trains each point as a normal run folder, ``<runs>/alpha_sweep/<row>/alpha<value>/
+seed<k>/`` (RM averaged over pixels, as the table experiments), and the table's baseline in its usual
+place, ``<runs>/<table>/<baseline>/seed<k>/``, under the same seeds. This module reads those folders only
+and writes, per table, a figure (Dice and 95HD per structure against alpha on a log axis: mean and 95%
+interval of a hierarchical bootstrap over seeds, then cases; the baseline as a band; the RM term's
+gradient share on its own panel) and a Markdown table of the same numbers.
+
+The mean over pixels is the literal sum of Eq. 4 divided by the pixel count ``N`` of the network input,
+so a point ``alpha`` of this sweep is the sum with weight ``alpha / N``: the table gives both. The
+gradient share is the norm of the RM term's gradient with respect to the logits over that of CE + Dice
+(``curve.csv``, ``share_ResidualMomentLoss``), averaged over the logged iterations and the seeds.
+
+    python -m rmseg.alpha_sweep --runs results/runs/small --table table1
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rmseg.tables import (
+    TABLE1,
+    TABLE2,
+    TableSpec,
+    _values,
+    dice_difference_ci,
+    hierarchical_bootstrap,
+    load_runs,
+    paired_dice_matrix,
+)
+
+SWEEP_DIR = "alpha_sweep"
+POINT = re.compile(r"^alpha(.+)$")
+SHARE = "share_ResidualMomentLoss"
+SPECS = {"table1": TABLE1, "table2": TABLE2}
+METRICS = ("dice", "hd95")
+
+
+def sweep_points(runs_root: Path, row: str) -> dict[float, str]:
+    """``{alpha: experiment}`` of the swept points of ``row`` (e.g. ``table1/rm20_02_22``) under ``runs_root``."""
+    folder = runs_root / SWEEP_DIR / row
+    points = {}
+    if folder.is_dir():
+        for sub in sorted(folder.iterdir()):
+            match = POINT.match(sub.name)
+            if match and sub.is_dir():
+                points[float(match.group(1))] = f"{SWEEP_DIR}/{row}/{sub.name}"
+    return dict(sorted(points.items()))
+
+
+def case_matrix(runs: dict[int, pd.DataFrame], structure: str, metric: str) -> np.ndarray:
+    """``(seeds, cases)`` values in the tables' units, cases aligned by id; cases undefined in any seed
+    (e.g. 95HD of an empty prediction) left out."""
+    columns = [pd.Series(_values(df, structure, metric), index=df.loc[df["structure"] == structure, "id"].to_numpy())
+               for df in runs.values()]
+    values = pd.concat(columns, axis=1, join="inner").to_numpy().T
+    return values[:, np.isfinite(values).all(axis=0)]
+
+
+def mean_ci(runs: dict[int, pd.DataFrame], structure: str, metric: str) -> tuple[float, float, float]:
+    """Mean of the per-case values (seeds pooled) and the 95% interval of their hierarchical bootstrap."""
+    values = case_matrix(runs, structure, metric)
+    if values.size == 0:
+        return math.nan, math.nan, math.nan
+    low, high = np.quantile(hierarchical_bootstrap(values), [0.025, 0.975])
+    return float(values.mean()), float(low), float(high)
+
+
+def gradient_share(runs_root: Path, experiment: str, seeds: Sequence[int]) -> float:
+    """Mean of ``share_ResidualMomentLoss`` over the logged iterations of each seed's ``curve.csv``, then seeds."""
+    shares = []
+    for seed in seeds:
+        path = runs_root / experiment / f"seed{seed}" / "curve.csv"
+        if path.is_file():
+            curve = pd.read_csv(path)
+            if SHARE in curve:
+                shares.append(float(curve[SHARE].mean()))
+    return float(np.mean(shares)) if shares else math.nan
+
+
+def input_pixels(runs: dict[int, pd.DataFrame]) -> int | None:
+    """Pixels (voxels) of one network input of a run: the image or patch size over ``data.downsample``."""
+    config = next(iter(runs.values())).attrs.get("config") or {}
+    data = config.get("data", {})
+    size = data.get("patch_size") if data.get("name") == "la" else data.get("image_size")
+    if not size:
+        return None
+    factors = data.get("downsample") or [1] * len(size)
+    return int(np.prod([math.ceil(s / f) for s, f in zip(size, factors)]))
+
+
+def collect(runs_root: str | Path, spec: TableSpec) -> pd.DataFrame:
+    """One row per (swept row, alpha or baseline, structure, metric): mean, 95% interval, ΔDice to the
+    baseline with its interval (paired over common seeds and cases), gradient share, seeds."""
+    runs_root = Path(runs_root)
+    rows = dict(spec.rows)
+    baseline = load_runs(runs_root, rows[spec.baseline], spec.dataset, spec.structures)
+    records = []
+    if baseline:
+        for structure in spec.structures:
+            for metric in METRICS:
+                mean, low, high = mean_ci(baseline, structure, metric)
+                records.append({"row": spec.baseline, "alpha": math.nan, "structure": structure, "metric": metric,
+                                "mean": mean, "low": low, "high": high, "seeds": len(baseline)})
+    for key, experiment in rows.items():
+        for alpha, point in sweep_points(runs_root, experiment).items():
+            runs = load_runs(runs_root, point, spec.dataset, spec.structures)
+            if not runs:
+                continue
+            share = gradient_share(runs_root, point, sorted(runs))
+            pixels = input_pixels(runs)
+            for structure in spec.structures:
+                delta = (math.nan,) * 3
+                if baseline:
+                    delta = dice_difference_ci(*paired_dice_matrix(runs, baseline, structure))
+                for metric in METRICS:
+                    mean, low, high = mean_ci(runs, structure, metric)
+                    records.append({
+                        "row": key, "alpha": alpha, "structure": structure, "metric": metric, "mean": mean,
+                        "low": low, "high": high, "seeds": len(runs), "share": share,
+                        "alpha_sum": alpha / pixels if pixels else math.nan,
+                        **({"delta": 100 * delta[0], "delta_low": 100 * delta[1], "delta_high": 100 * delta[2]}
+                           if metric == "dice" else {}),
+                    })
+    return pd.DataFrame.from_records(records)
+
+
+def render_markdown(spec: TableSpec, df: pd.DataFrame) -> str:
+    """The sweep as a Markdown table per structure."""
+    lines = [f"# RM weight sweep, {spec.name} ({spec.dataset})", "",
+             "alpha: weight of RM averaged over pixels; alpha (sum): the same weight for the literal sum of Eq. 4 "
+             "(alpha / pixels of the network input). Mean [95% interval] of per-case values, seeds pooled, "
+             "hierarchical bootstrap (seeds, then cases; 10000 resamples). ΔDice: paired with the baseline over "
+             "common seeds and cases. Share: norm of the RM gradient on the logits over CE + Dice's, mean over "
+             "logged iterations and seeds.", ""]
+    for structure in spec.structures:
+        lines += [f"## {structure}", "",
+                  "| row | alpha | alpha (sum) | seeds | Dice (%) | ΔDice vs baseline | 95HD | share |",
+                  "|---|---|---|---|---|---|---|---|"]
+        sub = df[df["structure"] == structure]
+        for (row, alpha), group in sub.groupby(["row", "alpha"], dropna=False, sort=False):
+            dice = group[group["metric"] == "dice"].iloc[0]
+            hd = group[group["metric"] == "hd95"].iloc[0]
+            base = row == spec.baseline
+            lines.append(
+                f"| {row} | {'—' if base else f'{alpha:g}'} | {'—' if base else f'{dice.alpha_sum:.3g}'} | "
+                f"{dice.seeds} | {dice['mean']:.2f} [{dice.low:.2f}, {dice.high:.2f}] | "
+                f"{'baseline' if base else f'{dice.delta:+.2f} [{dice.delta_low:+.2f}, {dice.delta_high:+.2f}]'} | "
+                f"{hd['mean']:.2f} [{hd.low:.2f}, {hd.high:.2f}] | {'—' if base else f'{dice.share:.3g}'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(spec: TableSpec, df: pd.DataFrame, out: Path) -> Path:
+    """Dice and 95HD per structure against alpha (log axis), baseline band, gradient share below."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    structures = list(spec.structures)
+    fig, axes = plt.subplots(3, len(structures), figsize=(4.2 * len(structures), 8.4), squeeze=False,
+                             sharex=True, layout="constrained")
+    swept = df[df["row"] != spec.baseline]
+    for col, structure in enumerate(structures):
+        for r, metric in enumerate(METRICS):
+            ax = axes[r, col]
+            base = df[(df["row"] == spec.baseline) & (df["structure"] == structure) & (df["metric"] == metric)]
+            if len(base):
+                b = base.iloc[0]
+                ax.axhspan(b.low, b.high, color="0.85", label=f"{spec.baseline} (95% interval)")
+                ax.axhline(b["mean"], color="0.4", lw=1)
+            for row, group in swept[(swept["structure"] == structure) & (swept["metric"] == metric)].groupby("row"):
+                group = group.sort_values("alpha")
+                ax.errorbar(group["alpha"], group["mean"], yerr=[group["mean"] - group.low, group.high - group["mean"]],
+                            marker="o", capsize=3, label=row)
+            ax.set_xscale("log")
+            ax.set_ylabel({"dice": "Dice (%)", "hd95": "95HD"}[metric])
+            ax.set_title(f"{structure}: {'Dice' if metric == 'dice' else '95HD'}")
+        ax = axes[2, col]
+        for row, group in swept[(swept["structure"] == structure) & (swept["metric"] == "dice")].groupby("row"):
+            group = group.sort_values("alpha")
+            ax.plot(group["alpha"], group["share"], marker="o", label=row)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("alpha (RM averaged over pixels)")
+        ax.set_ylabel("|grad RM| / |grad CE+Dice|")
+        ax.set_title(f"{structure}: gradient share")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(f"RM weight sweep, {spec.name} ({spec.dataset})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(out)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rmseg-alpha-sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", required=True, help="the protocol's runs root, e.g. results/runs/cpu")
+    parser.add_argument("--table", required=True, choices=sorted(SPECS))
+    parser.add_argument("--figures", default=None, help="figure folder (default: results/figures/<protocol>)")
+    parser.add_argument("--tables", default=None, help="table folder (default: results/tables/<protocol>)")
+    args = parser.parse_args(argv)
+    runs, spec = Path(args.runs), SPECS[args.table]
+    df = collect(runs, spec)
+    if df.empty or (df["row"] == spec.baseline).all():
+        print(f"rmseg-alpha-sweep: no swept point of {spec.name} under {runs / SWEEP_DIR}: run make sweep-alpha first",
+              file=sys.stderr)
+        return 2
+    protocol = runs.name if runs.name != "runs" else "paper"
+    figures = Path(args.figures or f"results/figures/{protocol}")
+    tables = Path(args.tables or f"results/tables/{protocol}")
+    tables.mkdir(parents=True, exist_ok=True)
+    markdown = render_markdown(spec, df)
+    for suffix, text in (("md", markdown + "\n"), ("csv", df.to_csv(index=False))):
+        path = tables / f"alpha_{args.table}.{suffix}"
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    print(markdown)
+    print(f"wrote {plot(spec, df, figures / f'alpha_{args.table}.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

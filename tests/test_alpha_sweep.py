@@ -1,0 +1,60 @@
+"""The RM weight sweep: run folders from Hydra's multirun (as make sweep-alpha), then the figure and table."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rmseg import alpha_sweep
+from rmseg.tables import TABLE1
+
+TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
+           "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]",
+           "trainer=demo", "trainer.max_iters=3", "trainer.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    common = [sys.executable, "-m", "rmseg.train", "-m", "seed=0", *TINY_GS, f"paths.results_dir={root / 'results'}",
+              f"paths.data_dir={root / 'data'}", f"hydra.sweep.dir={root / 'multirun'}"]
+    # the two commands of make sweep-alpha (ROW=table1/rm20, ALPHAS=1,10)
+    for args in (["experiment=table1/rm20", "name=alpha_sweep/table1/rm20/alpha${loss.alpha}", "loss.alpha=1,10"],
+                 ["experiment=table1/unet"]):
+        subprocess.run([*common, *args], check=True, capture_output=True, text=True)
+    return root / "results" / "runs"
+
+
+def test_sweep_points_are_run_folders_and_their_numbers_come_from_them(sweep):
+    assert alpha_sweep.sweep_points(sweep, "table1/rm20") == {1.0: "alpha_sweep/table1/rm20/alpha1",
+                                                              10.0: "alpha_sweep/table1/rm20/alpha10"}
+    curves = {a: pd.read_csv(sweep / "alpha_sweep" / "table1" / "rm20" / f"alpha{a}" / "seed0" / "curve.csv")
+              for a in (1, 10)}
+    # same weights and batch at iteration 1: the RM gradient is linear in alpha, CE + Dice's does not move
+    first = {a: c.iloc[0] for a, c in curves.items()}
+    assert first[10]["grad_ce_dice"] == pytest.approx(first[1]["grad_ce_dice"], rel=1e-6)
+    assert first[10][alpha_sweep.SHARE] == pytest.approx(10 * first[1][alpha_sweep.SHARE], rel=1e-5)
+
+    df = alpha_sweep.collect(sweep, TABLE1)
+    point = df[(df["row"] == "rm20") & (df["alpha"] == 10) & (df["structure"] == "disc") & (df["metric"] == "dice")].iloc[0]
+    per_case = pd.read_csv(sweep / "alpha_sweep" / "table1" / "rm20" / "alpha10" / "seed0" / "per_case.csv")
+    base = pd.read_csv(sweep / "table1" / "unet" / "seed0" / "per_case.csv")
+    disc, base_disc = (t[t["structure"] == "disc"].set_index("id")["dice"] for t in (per_case, base))
+    assert point["mean"] == pytest.approx(100 * disc.mean())
+    assert point["low"] <= point["mean"] <= point["high"]
+    assert point["delta"] == pytest.approx(100 * (disc - base_disc).mean())
+    assert point["share"] == pytest.approx(curves[10][alpha_sweep.SHARE].mean())
+    assert point["alpha_sum"] == pytest.approx(10 / (32 * 32))  # the sum of Eq. 4 with alpha / pixels
+
+
+def test_main_writes_the_figure_and_table(sweep, tmp_path):
+    argv = ["--runs", str(sweep), "--table", "table1", "--figures", str(tmp_path / "fig"), "--tables", str(tmp_path / "tab")]
+    assert alpha_sweep.main(argv) == 0
+    assert (tmp_path / "fig" / "alpha_table1.png").stat().st_size > 0
+    text = (tmp_path / "tab" / "alpha_table1.md").read_text()
+    assert "| unet | — |" in text and "| rm20 | 10 |" in text
+    assert alpha_sweep.main(["--runs", str(tmp_path), "--table", "table1"]) == 2
