@@ -33,6 +33,8 @@ from typing import Any
 
 import torch
 
+from rmseg.provenance import cpu_has_bf16, cpu_model
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results" / "benchmarks"
 
@@ -180,27 +182,6 @@ def _git_commit() -> str | None:
         return None
 
 
-def _cpu_has_bf16() -> bool | None:
-    """Whether the CPU advertises bfloat16 units (AVX-512-BF16 or AMX-BF16); None where unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
-    except OSError:
-        return None
-    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags))
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     """Machine, library versions, commit and UTC date that a benchmark ran with."""
     import monai
@@ -210,8 +191,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
     info: dict[str, Any] = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "device": str(device),
-        "cpu": _cpu_model(),
-        "cpu_bf16": _cpu_has_bf16(),
+        "cpu": cpu_model(),
+        "cpu_bf16": cpu_has_bf16(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

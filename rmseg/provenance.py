@@ -49,11 +49,32 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith(name)), None)
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    return _cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_has_bf16() -> bool | None:
+    """Whether the CPU advertises bfloat16 units (AVX-512-BF16 or AMX-BF16); None where unknown."""
+    flags = _cpuinfo_field("flags")
+    return None if flags is None else bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_bf16": cpu_has_bf16(),
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "torch_threads": torch.get_num_threads(),

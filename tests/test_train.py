@@ -293,6 +293,11 @@ def test_provenance_records_commit_diff_packages_and_machine():
     assert isinstance(info["diff"], str) and isinstance(info["dirty"], bool)
     assert info["packages"]["torch"] == torch.__version__.split("+")[0] or info["packages"]["torch"] == torch.__version__
     assert info["machine"]["python"] == sys.version.split()[0]
+    # which CPU, and whether it has bfloat16 units: what decides if the cpu protocol's bf16 autocast is fast
+    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), None) \
+        if Path("/proc/cpuinfo").is_file() else None
+    expected = None if flags is None else ("avx512_bf16" in flags.split() or "amx_bf16" in flags.split())
+    assert info["machine"]["cpu_bf16"] == expected and isinstance(info["machine"]["cpu_model"], str)
 
 
 def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
