@@ -23,7 +23,11 @@ else
     echo "[gpu_check] no wheels in $bundle/wheels: using the installed packages (build the bundle with 'make gpu-bundle')"
     export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-"$python" - <<'PY' || { echo "[gpu_check] MONAI, Hydra, OmegaConf or nibabel missing: build the bundle with 'make gpu-bundle' and carry build/gpu" >&2; exit 2; }
-import hydra, monai, nibabel, omegaconf  # noqa: F401
+"$python" - <<'PY' || exit 2
+import sys
+from importlib.util import find_spec
+missing = [m for m in ("monai", "hydra", "omegaconf", "nibabel", "edt") if find_spec(m) is None]
+if missing:
+    sys.exit(f"[gpu_check] {', '.join(missing)} missing: build the bundle with 'make gpu-bundle' and carry build/gpu")
 PY
 exec "$python" -m benchmarks.gpu.check --bundle "$bundle" "$@"

@@ -160,12 +160,12 @@ def test_cuda_ddp_two_processes_on_one_gpu_average_the_gradients(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = mp.start_processes(_ddp_rank, args=(port, str(tmp_path)), nprocs=2, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 60
     while not context.join(timeout=1):
         if time.monotonic() > deadline:
             for p in context.processes:
                 p.kill()
-            pytest.skip("two NCCL ranks on one GPU did not finish in 120 s (NCCL waits for a second device)")
+            pytest.skip("two NCCL ranks on one GPU did not finish in 60 s (NCCL waits for a second device)")
     errors = [p.read_text() for p in sorted(tmp_path.glob("rank*.err"))]
     if errors:
         if any(re.search(r"duplicate gpu|invalid usage|ncclInvalidUsage", e, re.I) for e in errors):

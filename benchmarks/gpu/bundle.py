@@ -40,6 +40,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from rmseg.data import drishti, la
@@ -97,27 +98,39 @@ def download_wheels(dest: Path, packages: tuple[str, ...] = PACKAGES) -> list[di
     """One wheel per package, at the version installed here, for CPython 3.12 manylinux x86-64; wheels of
     other versions of these packages in ``dest`` are removed (pip refuses two versions of one package)."""
     dest.mkdir(parents=True, exist_ok=True)
-    records = []
+    versions = {}
     for name in packages:
         try:
-            version = metadata.version(name)
+            versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             raise RuntimeError(f"{name} is not installed here, so its version is unknown: run `make setup` first") from None
-        prefix = _canonical(name) + "-"
-        for stale in dest.glob("*.whl"):
-            if stale.name.lower().startswith(prefix) and not stale.name.lower().startswith(f"{prefix}{version}-"):
-                stale.unlink()
-        found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{prefix}{version}-")]
-        if not found:
-            pip = [sys.executable, "-m", "pip"]
-            cmd = (pip + ["wheel", "-q", "--no-deps", "-w", str(dest), f"{name}=={version}"] if name in SOURCE_ONLY
-                   else pip + ["download", "-q", "--no-deps", *PLATFORM, "-d", str(dest), f"{name}=={version}"])
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            found = [p for p in dest.glob("*.whl") if p.name.lower().startswith(f"{prefix}{version}-")]
-            if proc.returncode or not found:
-                raise RuntimeError(f"no wheel of {name}=={version} for CPython 3.12 manylinux x86-64 "
-                                   f"(`{' '.join(cmd[1:])}` said: {proc.stderr.strip()[-400:]}); PyPI must be reachable")
-        records.append({"name": name, "version": version, "file": found[0].name, "bytes": found[0].stat().st_size})
+
+    def wheel_of(name: str) -> Path | None:
+        prefix = f"{_canonical(name)}-{versions[name]}-"
+        return next((p for p in dest.glob("*.whl") if p.name.lower().startswith(prefix)), None)
+
+    for stale in dest.glob("*.whl"):
+        if stale.name.split("-")[0].lower() in {_canonical(n) for n in packages} and stale not in map(wheel_of, packages):
+            stale.unlink()
+    missing = [n for n in packages if wheel_of(n) is None]
+    pip = [sys.executable, "-m", "pip"]
+    commands = [pip + ["download", "-q", "--no-deps", *PLATFORM, "-d", str(dest)]
+                + [f"{n}=={versions[n]}" for n in missing if n not in SOURCE_ONLY],
+                pip + ["wheel", "-q", "--no-deps", "-w", str(dest)]
+                + [f"{n}=={versions[n]}" for n in missing if n in SOURCE_ONLY]]
+    for cmd in commands:
+        if "==" not in cmd[-1]:
+            continue
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode:
+            raise RuntimeError(f"no wheels for CPython 3.12 manylinux x86-64 (`{' '.join(cmd[1:])}` said: "
+                               f"{proc.stderr.strip()[-400:]}); PyPI must be reachable")
+    records = []
+    for name in packages:
+        wheel = wheel_of(name)
+        if wheel is None:
+            raise RuntimeError(f"pip gave no wheel of {name}=={versions[name]}; PyPI must be reachable")
+        records.append({"name": name, "version": versions[name], "file": wheel.name, "bytes": wheel.stat().st_size})
     return records
 
 
@@ -127,7 +140,7 @@ def download_wheels(dest: Path, packages: tuple[str, ...] = PACKAGES) -> list[di
 def encode_volume(image: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]:
     """A float32 ``(H, W, D)`` volume and its uint8 label as arrays for ``np.savez``: the distinct intensities,
     and the volume as indices into them, differenced along H (modular) and bz2-compressed. Lossless."""
-    values, inverse = np.unique(image, return_inverse=True)
+    inverse, values = pd.factorize(image.ravel(), sort=True)  # np.unique's result, by hashing: 4x faster
     if len(values) > 2**16:
         raise ValueError(f"a volume with {len(values)} distinct intensities cannot be stored as 16-bit indices")
     dtype = np.uint8 if len(values) <= 2**8 else np.uint16
@@ -135,7 +148,7 @@ def encode_volume(image: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]
     delta = index.copy()
     delta[:, 1:] -= index[:, :-1]  # unsigned: wraps, undone by a wrapping cumulative sum
     return {
-        "values": values.astype(np.float32),
+        "values": np.asarray(values, np.float32),
         "shape": np.array(image.shape),
         "index_dtype": np.array(np.dtype(dtype).name),
         "index": np.frombuffer(bz2.compress(delta.tobytes(), 9), np.uint8),
@@ -179,7 +192,8 @@ def _write_drishti_case(case: drishti.DrishtiCase, release: str) -> int:
     image = drishti.resize_image(drishti.read_png(case.image, "RGB"), DRISHTI_SIZE)
     for path in paths.values():
         path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(paths["image"], "WEBP", lossless=True, quality=100, method=2)
+    # lossless; quality is the effort: 25 is as small as 100 here (within 0.1%) in half the time
+    Image.fromarray(image).save(paths["image"], "WEBP", lossless=True, quality=25, method=2)
     with Image.open(paths["image"]) as back:
         if not np.array_equal(np.asarray(back.convert("RGB")), image):
             raise ValueError(f"{paths['image']}: lossless WebP did not read back equal")

@@ -57,7 +57,7 @@ TINY = {
                "model.base_filters=2", "eval.roi_size=[16,16,16]", "eval.strides=[8,8,8]", "trainer.num_threads=1"),
 }
 DATA = {"table1": "drishti-gs1", "table2": "la2018"}
-STEPS = ("tests", "benchmarks", "tables", "packing")
+STEPS = ("tests", "benchmarks", "tables", "packing", "curves")
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+ \S+: (.*)$", re.M)
 
 
@@ -86,7 +86,7 @@ def make_plan(tiny: bool, table2_iters: int) -> Plan:
             iterations={"table1": 4, "table2": 4},
             table_overrides={s: (*TINY[s], "trainer.log_every=1", "trainer.checkpoint_every=4") for s in TINY},
             packing=[("table1", 2, 4)],
-            steps=dict.fromkeys(("setup", "tests", "benchmarks", "tables", "packing"), (120.0, 0.0)),
+            steps=dict.fromkeys(("setup", *STEPS), (120.0, 0.0)),
             caps={},
             parallel=True,
         )
@@ -97,8 +97,8 @@ def make_plan(tiny: bool, table2_iters: int) -> Plan:
         iterations={"table1": None, "table2": table2_iters},
         table_overrides={"table1": (), "table2": ()},
         packing=[("table1", 4, 300), ("table2", 3, 100)],
-        steps={"setup": (60, 0), "tests": (90, 20), "benchmarks": (120, 30), "tables": (270, 60),
-               "packing": (80, 40)},
+        steps={"setup": (60, 0), "tests": (100, 20), "benchmarks": (110, 30), "tables": (170, 60),
+               "packing": (80, 40), "curves": (170, 40)},
         caps={"training": 60, "inference": 35, "rm_loss": 30, "table1": 110, "table2": 60},
         parallel=False,
     )
@@ -388,30 +388,45 @@ class Check:
         overrides += [f"trainer.{switch}=true" for switch in VARIANTS[variant]]
         return [self.python, "-m", "rmseg.train", *overrides]
 
-    def tables(self, deadline: float) -> str:
-        """Per table, a run with the chosen variant, then one in fp32; their curves compared."""
-        procs, folders = [], {}
-        for setting in SETTINGS:
-            variant = self.variant(setting)
-            for v in (variant, "fp32"):
-                runs = self.work / "runs" / setting / v
-                folders[setting, v] = runs / SETTINGS[setting] / "seed0"
-                procs.append(Proc(f"{setting} {v}", self.train_cmd(setting, v, runs), self.work / f"{setting}_{v}.log",
-                                  self.env, self.plan.caps.get(setting, float("inf"))))
+    def table_runs(self, step: str, deadline: float, variants: tuple[str, ...]) -> str:
+        """Per table one run of each of ``variants`` (``"chosen"``: the variant chosen for it), one after another."""
+        procs = []
+        for variant in variants:
+            for setting in SETTINGS:
+                v = self.variant(setting) if variant == "chosen" else variant
+                procs.append(Proc(f"{setting} {v}", self.train_cmd(setting, v, self.run_root(setting, v)),
+                                  self.work / f"{setting}_{v}.log", self.env, self.plan.caps.get(setting, float("inf"))))
         run_all(procs, deadline, self.plan.parallel)
-        self.log_procs("tables", procs)
-        for setting in SETTINGS:
-            variant = self.variant(setting)
-            records = {v: {**parse_run(folders[setting, v]), **p.record()}
-                       for p in procs for v in (variant, "fp32") if p.name == f"{setting} {v}"}
-            self.result["tables"][setting] = {
-                "experiment": SETTINGS[setting], "variant": variant, "runs": records,
-                "iterations": self.plan.iterations[setting] or PROTOCOL[setting]["iterations"]}
-            ref, var = folders[setting, "fp32"], folders[setting, variant]
-            complete = all(r["complete"] for r in records.values())
+        self.log_procs(step, procs)
+        for proc in procs:
+            setting, variant = proc.name.split()
+            table = self.result["tables"].setdefault(setting, {
+                "experiment": SETTINGS[setting], "variant": self.variant(setting), "runs": {},
+                "iterations": self.plan.iterations[setting] or PROTOCOL[setting]["iterations"]})
+            table["runs"][variant] = {**parse_run(self.run_root(setting, variant) / SETTINGS[setting] / "seed0"),
+                                      **proc.record()}
+        return self.status_of(procs)
+
+    def run_root(self, setting: str, variant: str) -> Path:
+        return self.work / "runs" / setting / variant
+
+    def tables(self, deadline: float) -> str:
+        """Per table, a run with the variant chosen from the training benchmark (Table 1: the paper's protocol);
+        side by side (tiny), the fp32 runs of ``curves`` too."""
+        return self.table_runs("tables", deadline, ("chosen", "fp32") if self.plan.parallel else ("chosen",))
+
+    def curves(self, deadline: float) -> str:
+        """Per table, the same run in fp32, and the two compared as ``benchmarks/curve_check.py`` compares them
+        (over the iterations both logged where either run was cut)."""
+        done = all("fp32" in t["runs"] for t in self.result["tables"].values()) and self.result["tables"]
+        status = "done (fp32 runs made by the tables step)" if done else self.table_runs("curves", deadline, ("fp32",))
+        for setting, table in self.result["tables"].items():
+            variant = table["variant"]
+            ref, var = (self.run_root(setting, v) / SETTINGS[setting] / "seed0" for v in ("fp32", variant))
+            complete = all(table["runs"].get(v, {}).get("complete") for v in ("fp32", variant))
             self.result["curves"][setting] = {"variant": variant,
                                               **(compare_runs(ref, var) if complete else partial_curve(ref, var))}
-        return self.status_of(procs)
+        return status
 
     def packing(self, deadline: float) -> str:
         """Per entry of the plan, runs of a table side by side (separate processes, seeds 0, 1, ...) against the
@@ -423,8 +438,6 @@ class Check:
                 statuses.append(f"{setting}: skipped (budget)")
                 continue
             variant = self.variant(setting)
-            if self.result["curves"].get(setting, {}).get("passes") is False:
-                variant = "fp32"  # the runs a table would then use
             alone = self.result["tables"].get(setting, {}).get("runs", {}).get(variant, {})
             if not alone.get("complete"):
                 statuses.append(f"{setting}: skipped (no complete {variant} run alone in the tables step)")
@@ -542,7 +555,7 @@ class Check:
                 self.step(name, getattr(self, name))
         shutil.rmtree(self.work, ignore_errors=True)
         print((self.out / "gpu_check.md").read_text())
-        return 0 if all(s["status"].startswith("done") for s in self.result["steps"].values()) else 1
+        return 0 if all(re.fullmatch(r"done.*|(\w+: done(; )?)+", s["status"]) for s in self.result["steps"].values()) else 1
 
 
 def restore(folder: Path, results: Path = RESULTS_DIR) -> list[Path]:
