@@ -82,6 +82,7 @@ def make_plan(tiny: bool, table2_iters: int) -> Plan:
                 "inference": ["--quick", "--repeats", "1", "--sw-batch-sizes", "2", "--amp-sw-batch-sizes", "2",
                               "--channels-last-sw-batch-sizes", "2"],
                 "rm_loss": ["--quick", "--repeats", "1", "--skip-step"],
+                "time_to_table": ["--quick"],
             },
             iterations={"table1": 4, "table2": 4},
             table_overrides={s: (*TINY[s], "trainer.log_every=1", "trainer.checkpoint_every=4") for s in TINY},
@@ -93,13 +94,13 @@ def make_plan(tiny: bool, table2_iters: int) -> Plan:
     no_compile = [v for v in VARIANTS if v != "compile"]  # compile: tests/test_cuda.py (minutes at these sizes)
     return Plan(
         benchmarks={"training": ["--repeats", "3", "--variants", *no_compile], "inference": ["--repeats", "2"],
-                    "rm_loss": ["--repeats", "5"]},
+                    "rm_loss": ["--repeats", "5"], "time_to_table": ["--repeats", "3"]},
         iterations={"table1": None, "table2": table2_iters},
         table_overrides={"table1": (), "table2": ()},
         packing=[("table1", 4, 300), ("table2", 3, 100)],
-        steps={"setup": (60, 0), "tests": (100, 20), "benchmarks": (110, 30), "tables": (170, 60),
+        steps={"setup": (60, 0), "tests": (100, 20), "benchmarks": (130, 30), "tables": (170, 60),
                "packing": (80, 40), "curves": (170, 40)},
-        caps={"training": 60, "inference": 35, "rm_loss": 30, "table1": 110, "table2": 60},
+        caps={"training": 60, "inference": 35, "rm_loss": 25, "time_to_table": 20, "table1": 110, "table2": 60},
         parallel=False,
     )
 
@@ -345,11 +346,17 @@ class Check:
         return self.status_of([proc])
 
     def benchmarks(self, deadline: float) -> str:
+        """The benchmark scripts of the plan; ``time_to_table`` last, from the training and inference reports."""
         out = self.work / "bench"
-        procs = [Proc(name, [self.python, "-m", f"benchmarks.{name}", "--device", self.device, "--out-dir", str(out),
-                             *args], self.work / f"{name}.log", self.env, self.plan.caps.get(name, float("inf")))
-                 for name, args in self.plan.benchmarks.items()]
-        run_all(procs, deadline, self.plan.parallel)
+
+        def proc(name: str) -> Proc:
+            return Proc(name, [self.python, "-m", f"benchmarks.{name}", "--device", self.device, "--out-dir", str(out),
+                               *self.plan.benchmarks[name]], self.work / f"{name}.log", self.env,
+                        self.plan.caps.get(name, float("inf")))
+
+        procs = run_all([proc(n) for n in self.plan.benchmarks if n != "time_to_table"], deadline, self.plan.parallel)
+        if all((out / f"{n}.json").is_file() for n in ("training", "inference")):
+            procs += run_all([proc("time_to_table")], deadline, False)
         self.log_procs("benchmarks", procs)
         for p in procs:
             if p.rc == 0 and (out / f"{p.name}.json").is_file():
