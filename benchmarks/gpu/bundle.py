@@ -52,6 +52,7 @@ TRAVEL_LIMIT = 64 * MIB  # one device call carries the working tree and the carr
 TRAVEL_MARGIN = 1 * MIB  # room for the tree to grow between building the bundle and the call
 FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
+MANIFEST_ROOM = 256 * 1024  # kept free for MANIFEST.json (about 70 KB)
 #: Packages rmseg needs at run time that the GPU image lacks (SimpleITK is only imported for raw LA releases).
 PACKAGES = ("monai", "hydra-core", "omegaconf", "antlr4-python3-runtime", "nibabel", "edt")
 #: Published as a source archive only: built here into a pure-Python wheel.
@@ -274,9 +275,10 @@ def build(data_root: Path, out: Path, limit: int | None = None, wheels: bool = T
     if old.get("data_key") == key and (out / "data").is_dir():
         data = old["data"]
     else:
+        for stale in out.glob(".data.tmp-*"):  # left by an interrupted build
+            shutil.rmtree(stale)
         tmp = out / f".data.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        data = _write_data(data_root, tmp, limit - wheel_bytes - 64 * 1024, workers)  # 64 KiB: the manifest
+        data = _write_data(data_root, tmp, limit - wheel_bytes - MANIFEST_ROOM, workers)
         shutil.rmtree(out / "data", ignore_errors=True)
         os.rename(tmp, out / "data")
     files = {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
@@ -294,6 +296,10 @@ def build(data_root: Path, out: Path, limit: int | None = None, wheels: bool = T
         "build_s": round(time.perf_counter() - start, 1),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    total = folder_bytes(out)
+    if total > limit:
+        raise RuntimeError(f"{out} takes {total / MIB:.2f} MiB, over its limit of {limit / MIB:.2f} MiB: remove "
+                           "files that are not the bundle's, or lower --limit-mib and build again")
     return manifest
 
 
