@@ -17,8 +17,8 @@ carried by the call) gets, within the smaller of ``--limit-mib`` and what the wo
 - ``MANIFEST.json``: versions, case lists, sizes and the SHA-256 of every file.
 
 :func:`unpack` writes the data back as a release (PNG images, float32 h5 volumes) under one folder that
-rmseg reads with ``RMSEG_DATA_ROOT`` (or ``data.root``). Building again with the same data and limit reuses
-the data already written.
+rmseg reads with ``RMSEG_DATA_ROOT`` (or ``data.root``). Building again from the same data reuses the data
+already written while it fits the limit (delete ``--out`` to fill a larger one).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ TRAVEL_LIMIT = 64 * MIB  # one device call carries the working tree and the carr
 TRAVEL_MARGIN = 1 * MIB  # room for the tree to grow between building the bundle and the call
 FORMAT_VERSION = 1
 MANIFEST = "MANIFEST.json"
-MANIFEST_ROOM = 256 * 1024  # kept free for MANIFEST.json (about 70 KB)
+MANIFEST_ROOM = 128 * 1024  # kept free for MANIFEST.json (about 70 KB)
 #: Packages rmseg needs at run time that the GPU image lacks (SimpleITK is only imported for raw LA releases).
 PACKAGES = ("monai", "hydra-core", "omegaconf", "antlr4-python3-runtime", "nibabel", "edt")
 #: Published as a source archive only: built here into a pure-Python wheel.
@@ -270,15 +270,17 @@ def build(data_root: Path, out: Path, limit: int | None = None, wheels: bool = T
     if not wheels:
         shutil.rmtree(out / "wheels", ignore_errors=True)
     wheel_bytes = sum(w["bytes"] for w in wheel_records)
-    key = {**_source_key(data_root), "data_limit": limit - wheel_bytes}
+    key = _source_key(data_root)
     old = json.loads((out / MANIFEST).read_text()) if (out / MANIFEST).is_file() else {}
-    if old.get("data_key") == key and (out / "data").is_dir():
+    room = limit - wheel_bytes - MANIFEST_ROOM
+    if old.get("data_key") == key and (out / "data").is_dir() and folder_bytes(out / "data") <= room:
+        # the same data, still within the limit (which moves with the working tree): reused
         data = old["data"]
     else:
         for stale in out.glob(".data.tmp-*"):  # left by an interrupted build
             shutil.rmtree(stale)
         tmp = out / f".data.tmp-{os.getpid()}"
-        data = _write_data(data_root, tmp, limit - wheel_bytes - MANIFEST_ROOM, workers)
+        data = _write_data(data_root, tmp, room, workers)
         shutil.rmtree(out / "data", ignore_errors=True)
         os.rename(tmp, out / "data")
     files = {str(p.relative_to(out)): {"bytes": p.stat().st_size, "sha256": sha256(p)}
