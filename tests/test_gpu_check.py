@@ -94,7 +94,7 @@ def test_an_unfinished_run_gives_its_pace_from_the_log_and_partial_curves(tmp_pa
                                           ("10:00:02,000", "iteration 10/2000 loss 1.10000 {} lr 0.001"),
                                           ("10:00:04,000", "iteration 20/2000 loss 0.80000 {} lr 0.001")])
     run = check.parse_run(ref)
-    assert not run["complete"] and run["logged_iterations"] == 30
+    assert not run["complete"] and run["last_logged_iteration"] == 30
     assert run["s_per_iter_log"] == pytest.approx(1.0) and run["logged_s"] == pytest.approx(25.0)
     assert check.run_estimate(run, 40.0, "table1")["train_s"] == pytest.approx(2000.0)
     curve = check.partial_curve(ref, var)

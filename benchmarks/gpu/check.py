@@ -175,7 +175,7 @@ def parse_run(run: Path) -> dict[str, Any]:
         return out
     stamps = [(dt.datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f"), msg) for t, msg in LOG_LINE.findall(log.read_text())]
     its = [(t, int(m.group(1))) for t, msg in stamps if (m := re.match(r"iteration (\d+)/\d+ loss", msg))]
-    out["logged_iterations"] = its[-1][1] if its else 0
+    out["last_logged_iteration"] = its[-1][1] if its else 0
     if len(its) >= 2 and its[-1][1] > its[0][1]:
         out["s_per_iter_log"] = (its[-1][0] - its[0][0]).total_seconds() / (its[-1][1] - its[0][1])
     done = next((t for t, msg in stamps if msg.startswith("training done")), None)
@@ -194,7 +194,7 @@ def parse_run(run: Path) -> dict[str, Any]:
 
 
 def partial_curve(reference: Path, variant: Path) -> dict[str, Any]:
-    """Loss curves of two unfinished runs compared over the iterations both logged."""
+    """Loss curves of two runs, one or both unfinished, compared over the iterations both logged."""
     logs = [p / "train.log" if (p / "train.log").is_file() else p.parent / f".{p.name}.tmp" / "train.log"
             for p in (reference, variant)]
     if not all(p.is_file() for p in logs):
@@ -529,7 +529,7 @@ class Check:
         if r["tables"]:
             runs = [{"table": k, "variant": v, **run} for k, t in r["tables"].items() for v, run in t["runs"].items()]
             lines += ["", "## Table runs", "",
-                      markdown_table(runs, ["table", "variant", "rc", "timed_out", "complete", "logged_iterations",
+                      markdown_table(runs, ["table", "variant", "rc", "timed_out", "complete", "last_logged_iteration",
                                             "s_per_iter", "s_per_iter_log", "train_s", "eval_s", "test_cases", "wall_s"])]
         if r["packing"]:
             lines += ["", "## Packing (runs side by side on one device)", "",
