@@ -13,7 +13,7 @@ REPORT  = $(PY) -m rmseg.tables --runs results/runs$(SUB) --out results/tables$(
 FIGURES = $(PY) -m rmseg.figures --runs results/runs$(SUB) --out results/figures$(SUB)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-small sweep-alpha data bench clean
+.PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-small sweep-alpha data bench gpu-bundle clean
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-20s %s\n", $$1, $$2}'
@@ -85,6 +85,10 @@ data: $(STAMP)  ## download (when the network allows), verify and prepare the re
 
 bench: $(STAMP)  ## run every benchmark on the present device into results/benchmarks/
 	$(PY) benchmarks/run_all.py
+
+gpu-bundle: $(STAMP)  ## wheels and compact real data (DATA=) for a GPU machine without network, into build/gpu/ (docs/gpu.md)
+	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "gpu-bundle: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
+	$(PY) -m benchmarks.gpu.bundle --data $(abspath $(DATA)) --out build/gpu
 
 clean:  ## remove the virtual environment and caches (never results)
 	rm -rf .venv .pytest_cache
