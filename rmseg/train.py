@@ -54,7 +54,7 @@ from rmseg.curve import CurveLog, gradient_shares
 from rmseg.config import CONFIG_DIR, register
 from rmseg.config.schema import (MODEL_SCHEMAS, OptimConfig, PathsConfig, ProtocolConfig, RmsegConfig,
                                  TrainerConfig)
-from rmseg.data import build_train_dataset, load_test_cases
+from rmseg.data import build_train_dataset, check_test_split, load_test_cases
 from rmseg.data.config import as_data_config
 from rmseg.distributed import Ranks
 from rmseg.evaluation import eval_config, evaluate_model, write_summary
@@ -352,6 +352,7 @@ def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], dat
 
     def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
         built.extend(_build(cfg, data_cfg, device))
+        check_test_split(cfg.data)  # a bad test case fails now, not after training
         return claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"])
 
     if not ranks.on_main(build_and_claim):
