@@ -1,12 +1,21 @@
 """Run folders: ``<runs_dir>/<name>/seed<k>/``, built in ``<runs_dir>/<name>/.seed<k>.tmp/`` and renamed
-when the run is complete, so a folder without the dot is always a finished run."""
+when the run is complete, so a folder without the dot is always a finished run.
+
+A process using a run holds an exclusive OS lock (``fcntl.flock``) on ``<runs_dir>/<name>/.seed<k>.lock``
+(:func:`lock_run`); the lock goes with the process, so a killed run leaves no stale lock. The lock file
+itself stays (deleting it would let two processes lock two different files).
+"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +28,43 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.tmp / "checkpoint.pt"
+
+    @property
+    def lock(self) -> Path:
+        return self.final.with_name(f".{self.final.name}.lock")
+
+
+class RunInUse(RuntimeError):
+    """Another live process holds the run's lock."""
+
+
+def lock_run(run: RunDir) -> IO[str]:
+    """Take the run's exclusive lock, recording ``<pid> <host>`` in the lock file; close the returned file to
+    release it. RunInUse (naming the holder's pid) if another process holds it; nothing else is written."""
+    run.lock.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(run.lock, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = ""
+        for _ in range(20):  # the holder writes its pid just after locking
+            handle.seek(0)
+            holder = handle.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
+        handle.close()
+        pid, _, host = holder.partition(" ")
+        raise RunInUse(
+            f"run {run.final} is in use by process {pid or '<unknown>'}{f' on {host}' if host else ''} (it holds "
+            f"{run.lock}): wait for it to finish or stop it (kill {pid or '<pid>'}), then run again; resume=true "
+            "continues an interrupted run"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()} {socket.gethostname()}\n")
+    handle.flush()
+    return handle
 
 
 def run_dir(runs_dir: str | Path, name: str, seed: int) -> RunDir:

@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ from rmseg.data.config import as_data_config
 from rmseg.distributed import Ranks
 from rmseg.evaluation import eval_config, evaluate_model, write_summary
 from rmseg.models import build_model
-from rmseg.run_dir import RunDir, claim, complete, run_dir
+from rmseg.run_dir import RunDir, claim, complete, lock_run, run_dir
 from rmseg.sampling import RankShare, ResumableSampler, SeededItems, derived_seed
 from rmseg.speed import compile_for_training, in_format, memory_format, set_cudnn_benchmark
 from rmseg.tables import log_summary
@@ -349,23 +349,24 @@ def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], dat
         if device.type != "cuda":
             log.warning("trainer.cudnn_benchmark=true has no effect on %s: cuDNN runs on CUDA only", device)
     built: list[Any] = []
+    with ExitStack() as held:  # rank 0 holds the run's lock until the run ends (or fails)
+        def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
+            built.extend(_build(cfg, data_cfg, device))
+            check_test_split(cfg.data)  # a bad test case fails now, not after training
+            held.enter_context(lock_run(run))  # a second process using this run stops here
+            return claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"])
 
-    def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
-        built.extend(_build(cfg, data_cfg, device))
-        check_test_split(cfg.data)  # a bad test case fails now, not after training
-        return claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"])
-
-    if not ranks.on_main(build_and_claim):
-        return None
-    dataset, model, loss_fn = built if ranks.is_main else _build(cfg, data_cfg, device)
-    optimizer, scheduler = build_optimizer(model, resolved["optim"])
-    log_handler = _attach_log_file(run.tmp / "train.log") if ranks.is_main else None
-    try:
-        return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device, ranks)
-    finally:
-        if log_handler is not None:
-            logging.getLogger().removeHandler(log_handler)
-            log_handler.close()
+        if not ranks.on_main(build_and_claim):
+            return None
+        dataset, model, loss_fn = built if ranks.is_main else _build(cfg, data_cfg, device)
+        optimizer, scheduler = build_optimizer(model, resolved["optim"])
+        log_handler = _attach_log_file(run.tmp / "train.log") if ranks.is_main else None
+        try:
+            return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device, ranks)
+        finally:
+            if log_handler is not None:
+                logging.getLogger().removeHandler(log_handler)
+                log_handler.close()
 
 
 def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any, dataset: Any,
