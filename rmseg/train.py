@@ -54,6 +54,7 @@ from rmseg.curve import CurveLog, gradient_shares
 from rmseg.config import CONFIG_DIR, register
 from rmseg.config.schema import (MODEL_SCHEMAS, OptimConfig, PathsConfig, ProtocolConfig, RmsegConfig,
                                  TrainerConfig)
+from rmseg.config.sweep import sweep_arguments
 from rmseg.data import build_train_dataset, check_test_split, load_test_cases
 from rmseg.data.config import as_data_config
 from rmseg.distributed import Ranks
@@ -519,5 +520,15 @@ def main(cfg: DictConfig) -> None:
         sys.exit(128 + stop.signum)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``rmseg-train``: :func:`main` on the command line as :func:`rmseg.config.sweep.sweep_arguments` fixes it."""
+    try:
+        sys.argv[1:] = sweep_arguments(sys.argv[1:])
+    except ValueError as err:
+        print(f"rmseg-train: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
