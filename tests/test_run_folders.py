@@ -51,6 +51,7 @@ def test_the_lock_is_released_when_the_run_ends(tmp_path):
     with pytest.raises(ValueError):
         train(tiny(tmp_path, "optim.lr=-1"))
     assert train(cfg) == run.final
+    assert not run.lock.exists()  # removed by the completed run
     lock_run(run).close()  # free again: neither the failed nor the completed run kept it
 
 

@@ -8,6 +8,8 @@
   ``data.`` overrides to it, which fails against the Drishti-GS schema. When every swept row trains on
   one dataset, that ``data=<choice>`` is added (unless given); rows on different datasets together with
   ``data.`` overrides are refused, naming the datasets.
+
+``hydra.launcher.tasks_per_node`` other than 1 is refused too (each task would train the same run).
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def sweep_arguments(args: Sequence[str]) -> list[str]:
             override = parser.parse_override(arg) if not arg.startswith("-") else None
         except OverrideParseException:
             override = None  # Hydra reports it
+        if override is not None and override.get_key_element() == "hydra.launcher.tasks_per_node" \
+                and str(override.value()) != "1":
+            raise ValueError(f"{arg}: rmseg trains one run per process, so every task of a job would train the "
+                             "same run; keep tasks_per_node=1 (one job per run) or run torchrun inside one task")
         if override is None or override.get_key_element() != "experiment":
             out.append(arg)
             continue
