@@ -3,11 +3,13 @@
 ``build_train_dataset(cfg)`` and ``load_test_cases(cfg)`` take the data config node (DictConfig,
 dict or :mod:`rmseg.data.config` dataclass). Synthetic stand-ins are written on first use into
 ``cfg.root``; the Drishti-GS release (and the raw LA release) is prepared on first use into
-``cfg.prepared_dir`` (default ``<repo>/data/prepared/<name-and-parameters>``).
+``cfg.prepared_dir`` (default ``data/prepared/<name-and-parameters>`` under ``$RMSEG_ROOT`` or the
+current directory).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,8 @@ from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, SyntheticConf
 from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
 from rmseg.data.transforms import drishti_transforms, la_transforms
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+#: ``$RMSEG_ROOT/data``, else ``data/`` of the current directory (as ``paths.data_dir``)
+DATA_DIR = Path(os.environ.get("RMSEG_ROOT") or ".") / "data"
 
 __all__ = [
     "DataConfig",
@@ -38,7 +41,7 @@ __all__ = [
 
 
 def default_prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
-    """``<repo>/data/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
+    """``DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
     if isinstance(cfg, DrishtiConfig):
         params = f"{cfg.image_size[0]}x{cfg.image_size[1]}_t{cfg.threshold}"
         if cfg.source == "synthetic":
