@@ -9,6 +9,8 @@ ARGS    ?=
 SUB     := $(if $(filter paper,$(PROTOCOL)),,/$(PROTOCOL))
 # interrupted runs continue and completed ones are skipped, so re-running the same command finishes a table
 TRAIN   = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun protocol=$(PROTOCOL) resume=true
+# before a sweep: device, protocol, runs left and their estimated duration (a warning for paper on a CPU)
+PREFLIGHT = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.preflight protocol=$(PROTOCOL)
 REPORT  = $(PY) -m rmseg.tables --runs results/runs$(SUB) --out results/tables$(SUB)
 FIGURES = $(PY) -m rmseg.figures --runs results/runs$(SUB) --out results/figures$(SUB)
 
@@ -44,12 +46,14 @@ TABLE2_ROWS := $(shell cd configs/experiment && ls table2/*.yaml 2>/dev/null | s
 
 reproduce-gs: $(STAMP)  ## Table 1: every row x SEEDS on Drishti-GS (DATA=, PROTOCOL=paper|cpu|small, ARGS=overrides), tables, figures
 	@test -d "$(DATA)/drishti-gs1" || { echo "reproduce-gs: no drishti-gs1/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/drishti-gs1"; exit 2; }
+	$(PREFLIGHT) experiment=$(TABLE1_ROWS) seed=$(SEEDS) $(ARGS)
 	$(TRAIN) experiment=$(TABLE1_ROWS) seed=$(SEEDS) $(ARGS)
 	$(REPORT) --table table1
 	$(FIGURES)
 
 reproduce-la: $(STAMP)  ## Table 2: every row x SEEDS on LA 2018 (DATA=, PROTOCOL=paper|cpu|small, ARGS=overrides), tables, figures
 	@test -d "$(DATA)/la2018" || { echo "reproduce-la: no la2018/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/la2018"; exit 2; }
+	$(PREFLIGHT) experiment=$(TABLE2_ROWS) seed=$(SEEDS) $(ARGS)
 	$(TRAIN) experiment=$(TABLE2_ROWS) seed=$(SEEDS) $(ARGS)
 	$(REPORT) --table table2
 	$(FIGURES)
@@ -58,6 +62,7 @@ EXTENDED := $(shell cd configs/experiment && ls extended/*.yaml 2>/dev/null | se
 
 reproduce-extended: $(STAMP)  ## every loss (CE+Dice, RM, boundary, HD, SDF, region-wise, adaptive region) on both datasets, then the extended tables
 	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-extended: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done
+	$(PREFLIGHT) experiment=$(EXTENDED) seed=$(SEEDS) $(ARGS)
 	$(TRAIN) experiment=$(EXTENDED) seed=$(SEEDS) $(ARGS)
 	$(REPORT) --table extended_gs --table extended_la
 
@@ -80,8 +85,8 @@ reproduce-small: $(STAMP)  ## the small protocol of both tables with its RM-redu
 	DATA=$(abspath $(DATA)) SEEDS="0 1 2" scripts/reproduce_small.sh table2_long
 	scripts/reproduce_small.sh report
 
-data: $(STAMP)  ## download (when the network allows), verify and prepare the real data
-	$(PY) scripts/download_data.py
+data: $(STAMP)  ## download (when the network allows), verify and prepare the real data into DATA=
+	$(PY) scripts/download_data.py --root $(abspath $(DATA))
 
 bench: $(STAMP)  ## run every benchmark on the present device into results/benchmarks/
 	$(PY) benchmarks/run_all.py

@@ -38,9 +38,17 @@ class Ranks:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Ranks:
-        """Read torchrun's ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``; one process when they are absent."""
+        """Read torchrun's ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK``; one process when they are absent. An srun
+        step of several tasks without them (SLURM ``tasks_per_node > 1``) is refused: each task would train
+        the same run."""
         environ = os.environ if environ is None else environ
         if "WORLD_SIZE" not in environ:
+            tasks = environ.get("SLURM_STEP_NUM_TASKS", "1")  # set by srun (submitit starts its tasks so)
+            if tasks.isdigit() and int(tasks) > 1:
+                raise ValueError(
+                    f"this SLURM job step runs {tasks} tasks (SLURM_PROCID={environ.get('SLURM_PROCID', '?')}) but rmseg trains "
+                    "one run per process unless torchrun starts it: keep hydra.launcher.tasks_per_node=1 (one job, "
+                    "one GPU, per run), or run torchrun --nproc_per_node=N -m rmseg.train inside one task")
             return cls()
         values = {}
         for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
@@ -147,6 +155,18 @@ class Ranks:
         value = torch.tensor([int(flag)], device=self._collective_device())
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value.item())
+
+    def same(self, value: Any, what: str, fix: str) -> Any:
+        """``value`` when every rank holds the same (gathered from all ranks), else RuntimeError on every rank
+        listing each rank's value, so that no rank waits for a rank that went another way."""
+        if not self.enabled:
+            return value
+        values: list[Any] = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        if any(v != values[0] for v in values):
+            raise RuntimeError(f"the ranks disagree on {what} ({', '.join(f'rank {r}: {v}' for r, v in enumerate(values))}): "
+                               f"{fix}")
+        return value
 
     def mean(self, values: Mapping[str, float]) -> dict[str, float]:
         """Each value averaged over the ranks (same keys on every rank)."""

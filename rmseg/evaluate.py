@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from rmseg.checkpoint import read_checkpoint
+from rmseg.config.compose import CONFIG_DIR
 from rmseg.evaluation import (
     eval_config,
     evaluate_model,
@@ -33,7 +34,6 @@ from rmseg.evaluation import (
 )
 from rmseg.tables import summary_report
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def load_data_config(data: str, overrides: Sequence[str] = ()) -> DictConfig:

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rmseg.data.resample import downsample_image, upsample_probabilities
 from rmseg.metrics import evaluate_cases
+from rmseg.metrics._checks import check_same_shape
 from rmseg.speed import in_format, memory_format
 
 METRICS = ("dice", "jaccard", "hd95", "asd")
@@ -174,8 +175,8 @@ def evaluate_predictions(
         if cid not in predictions:
             raise ValueError(f"no prediction for test case {cid!r}: predict every test case before evaluating")
         pred, gt = np.asarray(predictions[cid]), np.asarray(case["label"])
-        if pred.shape != gt.shape:
-            raise ValueError(f"prediction of case {cid!r} has shape {pred.shape}, its label {gt.shape}")
+        check_same_shape(pred, gt, f"case {cid!r}")
+        check_label_values(pred, structures, f"prediction of case {cid!r}")
         spacing = tuple(float(s) for s in case.get("spacing") or (1.0,) * gt.ndim)
         jobs.append((cid, pred, gt, spacing))
     rows = evaluate_cases(jobs, structures, workers=min(eval_cfg.workers, max(len(jobs), 1)), convention=eval_cfg.convention)
@@ -266,22 +267,44 @@ def save_prediction(
 
 
 def load_prediction(path: str | Path) -> np.ndarray:
-    """Read a label map written by :func:`save_prediction` (or any PNG / NIfTI of class indices)."""
+    """Read a label map written by :func:`save_prediction` (or any PNG / NIfTI of class indices); a file
+    that cannot be read is a ValueError naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prediction file {path} does not exist")
     if path.suffix == ".png":
         from PIL import Image
 
-        arr = np.asarray(Image.open(path))
+        try:
+            with Image.open(path) as image:
+                arr = np.asarray(image)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ValueError(f"cannot read prediction {path} ({err}): write it again as a label PNG") from err
         if arr.ndim != 2:
             raise ValueError(f"{path} is not a single-channel label PNG (shape {arr.shape})")
         return arr.astype(np.int64)
     if path.name.endswith((".nii", ".nii.gz")):
+        import zlib
+
         import nibabel as nib
 
-        return np.asarray(nib.load(path).dataobj).astype(np.int64)
+        try:
+            return np.asarray(nib.load(path).dataobj).astype(np.int64)
+        except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as err:
+            raise ValueError(f"cannot read prediction {path} ({err}): write it again as a NIfTI label map") from err
     raise ValueError(f"{path}: predictions must be .png (2D) or .nii/.nii.gz (3D)")
+
+
+def check_label_values(pred: np.ndarray, structures: Mapping[str, Sequence[int]], what: str) -> None:
+    """ValueError when ``pred`` holds a value outside the dataset's classes ``0..K`` (K: the largest label id
+    of ``structures``)."""
+    top = max(int(v) for ids in structures.values() for v in ids)
+    if pred.size and (pred.min() < 0 or pred.max() > top):
+        values = np.unique(pred)
+        raise ValueError(
+            f"{what} holds values {values[:8].tolist()}{' ...' if values.size > 8 else ''} but the dataset's classes "
+            f"are 0..{top}: save class indices (argmax of the output), not probabilities or 0/255 masks"
+        )
 
 
 def find_prediction(folder: str | Path, case_id: str) -> Path | None:
@@ -320,9 +343,17 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # what open() gives, not mkstemp's 0600
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

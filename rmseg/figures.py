@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from skimage.measure import find_contours  # noqa: E402
 
-from rmseg.evaluation import find_prediction, load_prediction, read_summary  # noqa: E402
+from rmseg.evaluation import current_umask, find_prediction, load_prediction, read_summary  # noqa: E402
 from rmseg.tables import TABLE1, TABLE2, TableSpec, find_runs_roots, load_runs  # noqa: E402
 
 GT_COLOR, PRED_COLOR = "#00c000", "#1060ff"
@@ -89,6 +89,7 @@ def _draw_contours(ax, label: np.ndarray, structures: Mapping[str, Sequence[int]
 def _save(fig, out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=".png")
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120)

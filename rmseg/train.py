@@ -33,7 +33,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -54,12 +54,13 @@ from rmseg.curve import CurveLog, gradient_shares
 from rmseg.config import CONFIG_DIR, register
 from rmseg.config.schema import (MODEL_SCHEMAS, OptimConfig, PathsConfig, ProtocolConfig, RmsegConfig,
                                  TrainerConfig)
-from rmseg.data import build_train_dataset, load_test_cases
+from rmseg.config.sweep import sweep_arguments
+from rmseg.data import build_train_dataset, check_test_split, load_test_cases
 from rmseg.data.config import as_data_config
 from rmseg.distributed import Ranks
 from rmseg.evaluation import eval_config, evaluate_model, write_summary
 from rmseg.models import build_model
-from rmseg.run_dir import RunDir, claim, complete, run_dir
+from rmseg.run_dir import RunDir, claim, complete, locked, run_dir
 from rmseg.sampling import RankShare, ResumableSampler, SeededItems, derived_seed
 from rmseg.speed import compile_for_training, in_format, memory_format, set_cudnn_benchmark
 from rmseg.tables import log_summary
@@ -200,7 +201,7 @@ def rng_states() -> dict[str, Any]:
         "python": random.getstate(),
         "numpy": (torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])),
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else [],  # this process's device only
     }
 
 
@@ -209,8 +210,11 @@ def set_rng_states(states: Mapping[str, Any]) -> None:
     keys, pos, has_gauss, gauss = states["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states["cuda"]
+    if len(cuda) and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # checkpoints of older rmseg: every visible device's state
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+        torch.cuda.set_rng_state(cuda)  # the current device's, however many devices are visible now
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -349,22 +353,24 @@ def _claim_and_train(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], dat
         if device.type != "cuda":
             log.warning("trainer.cudnn_benchmark=true has no effect on %s: cuDNN runs on CUDA only", device)
     built: list[Any] = []
+    with ExitStack() as held:  # rank 0 holds the run's lock until the run ends (or fails)
+        def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
+            built.extend(_build(cfg, data_cfg, device))
+            check_test_split(cfg.data)  # a bad test case fails now, not after training
+            held.enter_context(locked(run))  # a second process using this run stops here
+            return claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"])
 
-    def build_and_claim() -> bool:  # rank 0 first: it writes synthetic / prepared data on first use
-        built.extend(_build(cfg, data_cfg, device))
-        return claim(run, on_exists=resolved["on_exists"], resume=resolved["resume"])
-
-    if not ranks.on_main(build_and_claim):
-        return None
-    dataset, model, loss_fn = built if ranks.is_main else _build(cfg, data_cfg, device)
-    optimizer, scheduler = build_optimizer(model, resolved["optim"])
-    log_handler = _attach_log_file(run.tmp / "train.log") if ranks.is_main else None
-    try:
-        return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device, ranks)
-    finally:
-        if log_handler is not None:
-            logging.getLogger().removeHandler(log_handler)
-            log_handler.close()
+        if not ranks.on_main(build_and_claim):
+            return None
+        dataset, model, loss_fn = built if ranks.is_main else _build(cfg, data_cfg, device)
+        optimizer, scheduler = build_optimizer(model, resolved["optim"])
+        log_handler = _attach_log_file(run.tmp / "train.log") if ranks.is_main else None
+        try:
+            return _train_in(run, cfg, resolved, data_cfg, dataset, model, loss_fn, optimizer, scheduler, device, ranks)
+        finally:
+            if log_handler is not None:
+                logging.getLogger().removeHandler(log_handler)
+                log_handler.close()
 
 
 def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: Any, dataset: Any,
@@ -389,6 +395,8 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
     elif ranks.is_main:
         (run.tmp / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         provenance.write_json_atomic(run.tmp / "provenance.json", provenance.collect())
+    iteration = ranks.same(iteration, "the start iteration", f"every rank must see {run.checkpoint} (a file system "
+                           "shared by all nodes), or none")
     log.info("run %s: %s", resolved["name"], {k: resolved[k] for k in ("seed", "model", "optim", "trainer")})
     if ranks.enabled:
         log.info("data parallel over %d processes (%s): %d of the %d samples of each batch per process",
@@ -398,7 +406,19 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
     net = compile_for_training(ranks.wrap(model, device), trainer["compile"])
     fmt = memory_format(data_cfg.spatial_dims, trainer["channels_last"])
 
+    nonfinite, checked = torch.zeros((), dtype=torch.bool, device=device), iteration
+
+    def check_finite() -> None:
+        """At log and checkpoint iterations (one host sync there): FloatingPointError on every rank if any
+        rank's loss was NaN/Inf since the last check, before anything is logged or saved."""
+        nonlocal checked
+        if ranks.any(bool(nonfinite)):
+            raise FloatingPointError(f"the loss became NaN/Inf at one of iterations {checked + 1} to {iteration}: "
+                                     "lower optim.lr or check the data; resume=true continues from the last checkpoint")
+        checked = iteration
+
     def checkpoint() -> None:
+        check_finite()
         if not ranks.is_main:
             return
         save_checkpoint(run.checkpoint, {
@@ -434,9 +454,7 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=trainer["amp"]):
                     output = net(image)
                 loss = loss_fn(output.float(), label, **context)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at iteration {iteration} (batch {batch['id']}): "
-                                             "lower optim.lr or check the data")
+                nonfinite = nonfinite | ~torch.isfinite(loss.detach())  # on the device: no host sync per step
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -445,6 +463,8 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], data_cfg: 
                 iteration += 1
                 train_time += time.perf_counter() - started
                 bar.update(1)
+                if iteration % trainer["log_every"] == 0:
+                    check_finite()
                 if iteration % trainer["log_every"] == 0 or iteration == max_iters:
                     parts = loss_fn.last_components if hasattr(loss_fn, "last_components") else {"total": loss.item()}
                     grads = {f"grad_{k}": v for k, v in loss_fn.gradient_norms(output.detach().float(), label,
@@ -517,5 +537,15 @@ def main(cfg: DictConfig) -> None:
         sys.exit(128 + stop.signum)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``rmseg-train``: :func:`main` on the command line as :func:`rmseg.config.sweep.sweep_arguments` fixes it."""
+    try:
+        sys.argv[1:] = sweep_arguments(sys.argv[1:])
+    except ValueError as err:
+        print(f"rmseg-train: {err}", file=sys.stderr)
+        sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -2,7 +2,7 @@
 
     python scripts/download_data.py [--root DIR] [--datasets la2018 drishti-gs1]
 
-``--root`` defaults to $RMSEG_DATA_ROOT, else the repository's data/ folder. Data already there is
+``--root`` defaults to $RMSEG_DATA_ROOT, else data/ under $RMSEG_ROOT or the current directory. Data already there is
 not downloaded again. Drishti-GS is prepared into data/prepared/ at the paper's 512x512.
 """
 

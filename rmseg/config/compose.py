@@ -10,7 +10,8 @@ from omegaconf import DictConfig
 
 from rmseg.config.schema import register
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: ``rmseg/configs``: in a checkout a link to the repository's ``configs/``, in an installed wheel a copy
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 def experiment_names(family: str | None = None) -> list[str]:

@@ -3,11 +3,15 @@
 ``build_train_dataset(cfg)`` and ``load_test_cases(cfg)`` take the data config node (DictConfig,
 dict or :mod:`rmseg.data.config` dataclass). Synthetic stand-ins are written on first use into
 ``cfg.root``; the Drishti-GS release (and the raw LA release) is prepared on first use into
-``cfg.prepared_dir`` (default ``<repo>/data/prepared/<name-and-parameters>``).
+``cfg.prepared_dir`` (default ``data/prepared/<name-and-parameters>`` under ``$RMSEG_ROOT`` or the
+current directory).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,8 @@ from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, SyntheticConf
 from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
 from rmseg.data.transforms import drishti_transforms, la_transforms
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+#: ``$RMSEG_ROOT/data``, else ``data/`` of the current directory (as ``paths.data_dir``)
+DATA_DIR = Path(os.environ.get("RMSEG_ROOT") or ".") / "data"
 
 __all__ = [
     "DataConfig",
@@ -29,13 +34,14 @@ __all__ = [
     "SyntheticConfig",
     "as_data_config",
     "build_train_dataset",
+    "check_test_split",
     "data_root",
     "load_test_cases",
 ]
 
 
 def default_prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
-    """``<repo>/data/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
+    """``DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
     if isinstance(cfg, DrishtiConfig):
         params = f"{cfg.image_size[0]}x{cfg.image_size[1]}_t{cfg.threshold}"
         if cfg.source == "synthetic":
@@ -73,11 +79,43 @@ def prepare(cfg: Any) -> Path:
     return root
 
 
+@contextmanager
+def transform_errors() -> Iterator[None]:
+    """Re-raise the error inside MONAI's generic ``RuntimeError("applying transform ...")`` wrappers (the
+    one naming the file and the problem) instead of the wrappers."""
+    try:
+        yield
+    except RuntimeError as err:
+        cause: BaseException = err
+        while isinstance(cause, RuntimeError) and str(cause).startswith("applying transform") and cause.__cause__:
+            cause = cause.__cause__
+        if cause is err:
+            raise
+        raise cause from None
+
+
+class _Dataset(Dataset):
+    def _transform(self, index: int) -> Any:
+        with transform_errors():
+            return super()._transform(index)
+
+
+class _CacheDataset(CacheDataset):
+    def _load_cache_item(self, idx: int) -> Any:
+        with transform_errors():
+            return super()._load_cache_item(idx)
+
+    def _transform(self, index: int) -> Any:
+        with transform_errors():
+            return super()._transform(index)
+
+
 def build_train_dataset(cfg: Any) -> Dataset:
     """Training samples ``{image (C, *S) float32, label (1, *S) int64, offset, full_shape, id}``.
 
     With ``cfg.cache`` the deterministic part (reading) is held in memory by MONAI's CacheDataset.
-    Random transforms are seeded with ``cfg.seed``.
+    Random transforms are seeded with ``cfg.seed``. A case that cannot be read raises the reader's error
+    (naming the file), not MONAI's generic "applying transform".
     """
     cfg = as_data_config(cfg)
     root = prepare(cfg)
@@ -91,9 +129,9 @@ def build_train_dataset(cfg: Any) -> Dataset:
     transform.set_random_state(seed=cfg.seed)
     if cfg.cache:
         # LA's random part only reads the cached (read-only) volumes through views: no per-sample copy needed
-        return CacheDataset(items, transform, progress=False, num_workers=max(cfg.num_workers, 1),
+        return _CacheDataset(items, transform, progress=False, num_workers=max(cfg.num_workers, 1),
                             copy_cache=isinstance(cfg, DrishtiConfig))
-    return Dataset(items, transform)
+    return _Dataset(items, transform)
 
 
 def load_test_cases(cfg: Any) -> list[dict[str, Any]]:
@@ -116,3 +154,9 @@ def load_test_cases(cfg: Any) -> list[dict[str, Any]]:
             cases.append({"id": case["id"], "image": image[None], "label": label.astype("int64"),
                           "spacing": (1.0, 1.0, 1.0), "downsample": factors})
     return cases
+
+
+def check_test_split(cfg: Any) -> None:
+    """Read every test case once (the checks of :func:`load_test_cases`: list, files, finite images, label
+    values), so that a bad test split fails before training rather than after it."""
+    load_test_cases(cfg)

@@ -101,11 +101,17 @@ def list_cases(root: Path | str) -> list[DrishtiCase]:
 
 
 def read_png(path: Path, mode: str) -> np.ndarray:
-    """PNG as a row-major numpy array (``(H, W)`` for mode L, ``(H, W, 3)`` for RGB)."""
+    """PNG as a row-major numpy array (``(H, W)`` for mode L, ``(H, W, 3)`` for RGB).
+
+    A 16-bit gray PNG read in mode L is rescaled from 0..65535 to 0..255 (rounded), not clipped.
+    """
     try:
         with Image.open(path) as image:
             image.load()
-            if mode == "L" and image.mode not in ("L", "P", "I", "I;16"):
+            if mode == "L" and (image.mode.startswith("I;16") or image.mode == "I"):
+                wide = np.asarray(image).astype(np.float64)
+                return np.rint(wide * (255 / 65535)).astype(np.uint8)
+            if mode == "L" and image.mode not in ("L", "P"):
                 image = image.convert("L")  # some mirrors store soft maps as gray RGB
             return np.asarray(image.convert(mode))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:

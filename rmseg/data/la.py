@@ -98,6 +98,26 @@ def read_h5(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(
             f"{path}: image shape {image.shape} and label shape {label.shape} must be equal 3D shapes; re-download it"
         )
+    return check_volume(path, image, label)
+
+
+def check_volume(path: Path, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image if finite and the label as uint8 if it holds only LA's classes 0 (background) and 1 (atrium);
+    otherwise ValueError naming ``path``, the values found and the fix."""
+    finite = np.isfinite(image)
+    if not finite.all():
+        raise ValueError(f"{path}: the image holds {image.size - int(finite.sum())} NaN/Inf voxels; "
+                         "re-download or re-prepare the case (UA-MT's images are z-scored, finite)")
+    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == bool):
+        if not np.issubdtype(label.dtype, np.floating) or (label != np.round(label)).any():
+            raise ValueError(f"{path}: the label is stored as {label.dtype} with non-integer values; "
+                             "store class indices (uint8: 0 background, 1 atrium)")
+    values = np.unique(label)
+    if values.min() < 0 or values.max() > 1:
+        shown = values[:8].tolist()
+        fix = " (0/255 masks: store label // 255)" if set(shown) <= {0, 255} else ""
+        raise ValueError(f"{path}: the label holds values {shown} but LA's classes are 0 (background) and "
+                         f"1 (atrium): store class indices{fix}")
     return image, label.astype(np.uint8)
 
 

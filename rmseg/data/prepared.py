@@ -1,5 +1,8 @@
 """Prepared-dataset folders: written into a temporary sibling, renamed when complete, never overwritten.
 
+The temporary sibling is ``.<name>.tmp-<host>-<pid>``; one left by a killed process of this host is removed
+the next time the same folder is prepared.
+
 ``<prepared_dir>/dataset.json`` marks a complete preparation and records its parameters. Preparing
 again with the same parameters is a no-op; with other parameters it is refused.
 """
@@ -10,7 +13,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 from collections.abc import Callable
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +40,29 @@ def read_manifest(prepared_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_tmp(prepared_dir: Path) -> list[Path]:
+    """Remove the temporary siblings of ``prepared_dir`` left by dead processes of this host (also the older
+    ``.tmp-<pid>`` form); return them."""
+    host, removed = socket.gethostname(), []
+    for tmp in prepared_dir.parent.glob(f".{glob_escape(prepared_dir.name)}.tmp-*"):
+        owner = tmp.name[len(f".{prepared_dir.name}.tmp-"):]
+        tmp_host, _, pid = owner.rpartition("-")
+        if pid.isdigit() and tmp_host in ("", host) and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def prepare_once(
     prepared_dir: Path | str,
     parameters: dict[str, Any],
@@ -48,6 +76,8 @@ def prepare_once(
     prepared_dir = Path(prepared_dir)
     parameters = json.loads(json.dumps(parameters))  # tuples -> lists, as they are stored
     manifest_path = prepared_dir / MANIFEST
+    if prepared_dir.parent.is_dir():
+        remove_stale_tmp(prepared_dir)
     if manifest_path.is_file():
         existing = json.loads(manifest_path.read_text()).get("parameters")
         if existing == parameters:
@@ -65,7 +95,7 @@ def prepare_once(
             "Choose another data.prepared_dir (or --out) or remove that folder."
         )
     prepared_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = prepared_dir.parent / f".{prepared_dir.name}.tmp-{os.getpid()}"
+    tmp = prepared_dir.parent / f".{prepared_dir.name}.tmp-{socket.gethostname()}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:

@@ -44,6 +44,19 @@ def _accepted_context(module: nn.Module) -> set[str] | None:
     return {p.name for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
+def check_label_target(input: torch.Tensor, target: torch.Tensor) -> None:
+    """ValueError for ``(B, *S)`` labels without the channel axis and for float labels ``(B, 1, *S)`` with
+    fractional values (the latter one pass over a float target; integer targets cost nothing)."""
+    if torch.is_tensor(target) and torch.is_tensor(input) and input.ndim >= 3:
+        if target.ndim == input.ndim - 1 and target.shape == (input.shape[0], *input.shape[2:]):
+            raise ValueError(f"target shape {tuple(target.shape)} lacks the channel axis: pass labels of shape "
+                             f"{(input.shape[0], 1, *input.shape[2:])} (target.unsqueeze(1))")
+        if target.ndim == input.ndim and target.shape[1] == 1 and target.is_floating_point() \
+                and not torch.equal(target, target.round()):
+            raise ValueError("target labels (B, 1, *S) hold fractional values: pass integer class indices "
+                             "(or a one-hot / soft target with one channel per class)")
+
+
 class SegmentationLoss(nn.Module):
     """Compound loss ``w_base * (lambda_ce * CE + lambda_dice * Dice) + w_aux * alpha * sum(terms)``.
 
@@ -173,6 +186,7 @@ class SegmentationLoss(nn.Module):
         """``{name: (unweighted value, weight)}``: ``ce_dice`` with ``w_base``, each term with ``w_aux * alpha``."""
         w_base, w_aux = self.weights
         parts: dict[str, tuple[torch.Tensor, float]] = {}
+        check_label_target(input, target)
         labels = target
         if target.ndim == input.ndim and target.shape[1] != 1 and target.shape[1] == input.shape[1]:
             labels = target.argmax(dim=1, keepdim=True)

@@ -7,6 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _check_not_empty(array: np.ndarray, name: str) -> None:
+    if array.size == 0:
+        raise ValueError(f"{name} has shape {array.shape}, no pixel at all: pass the whole image (an empty mask is "
+                         "all zeros of the image's shape, not a 0-size array)")
+
+
 def as_binary_mask(mask: object, name: str) -> np.ndarray:
     """Return ``mask`` as a boolean array after checking it is a 2D/3D binary (0/1) mask without NaN."""
     array = np.asarray(mask)
@@ -15,6 +21,7 @@ def as_binary_mask(mask: object, name: str) -> np.ndarray:
             f"{name} must be a 2D (H, W) or 3D (H, W, D) mask, got shape {array.shape}; "
             "evaluate one image at a time without batch or channel axes"
         )
+    _check_not_empty(array, name)
     if array.dtype == bool:
         return array
     if not (np.issubdtype(array.dtype, np.number)):
@@ -36,6 +43,7 @@ def as_label_map(labels: object, name: str) -> np.ndarray:
     array = np.asarray(labels)
     if array.ndim not in (2, 3):
         raise ValueError(f"{name} must be a 2D or 3D label map, got shape {array.shape}")
+    _check_not_empty(array, name)
     if np.issubdtype(array.dtype, np.integer) or array.dtype == bool:
         return array
     if np.issubdtype(array.dtype, np.floating):
@@ -47,11 +55,20 @@ def as_label_map(labels: object, name: str) -> np.ndarray:
     raise ValueError(f"{name} must hold integer labels, got dtype {array.dtype}")
 
 
-def check_same_shape(pred: np.ndarray, gt: np.ndarray) -> None:
-    if pred.shape != gt.shape:
+def check_same_shape(pred: np.ndarray, gt: np.ndarray, what: str = "") -> None:
+    """ValueError unless the shapes are equal; a reversed shape is called out as SimpleITK's (z, y, x) order."""
+    if pred.shape == gt.shape:
+        return
+    what = f" of {what}" if what else ""
+    if pred.ndim > 1 and pred.shape == gt.shape[::-1]:
         raise ValueError(
-            f"shape mismatch: prediction {pred.shape} vs reference {gt.shape}; resample one onto the other"
+            f"prediction{what} has shape {pred.shape}, the reverse of its label's {gt.shape}: the axes look reversed "
+            "(SimpleITK order, sitk.GetArrayFromImage gives (z, y, x)); transpose the prediction "
+            f"(np.transpose(pred, {tuple(range(pred.ndim))[::-1]})) before evaluating it"
         )
+    raise ValueError(
+        f"shape mismatch{what}: prediction {pred.shape} vs reference {gt.shape}; resample one onto the other"
+    )
 
 
 def as_spacing(spacing: Sequence[float] | None, ndim: int) -> np.ndarray:
