@@ -117,7 +117,7 @@ def overlay_figure(
     2D: ``image (C, H, W)``, labels ``(H, W)``. 3D: ``image (C, H, W, D)``, labels ``(H, W, D)``; the
     axial slice ``slice_index`` (default: the slice with the most foreground in ``gt``) is drawn, and a
     panel whose prediction has none of the structures on it says so. ``crop``: show only the region
-    around the ground truth and predictions (:func:`crop_box`).
+    around the ground truth (:func:`crop_box`; the predictions' region where the ground truth is empty).
     """
     gt = np.asarray(gt)
     for name, pred in predictions.items():
@@ -135,8 +135,12 @@ def overlay_figure(
         title = f"{title}, axial slice {slice_index}".strip(", ")
     elif gt.ndim != 2:
         raise ValueError(f"labels must be 2D or 3D, got shape {gt.shape}")
+    # cropped around the ground truth (the optic disc; the atrium), as the paper's figures: a prediction's
+    # stray regions elsewhere show in its Dice, not in the panel
     foreground = [np.isin(gt, [i for ids in structures.values() for i in ids])]
-    foreground += [np.isin(p, [i for ids in structures.values() for i in ids]) for p in predictions.values() if p is not None]
+    if not foreground[0].any():  # nothing to centre on: the region of the predictions
+        foreground = [np.isin(p, [i for ids in structures.values() for i in ids]) for p in predictions.values()
+                      if p is not None] or foreground
     rows, cols = crop_box(foreground, gt.shape) if crop else (slice(None), slice(None))
     shown = _display_image(image)[rows, cols]
     fig, axes = plt.subplots(1, len(predictions), figsize=(3.3 * len(predictions), 3.9), squeeze=False, layout="constrained")
@@ -238,7 +242,8 @@ def build_figures(
 ) -> tuple[list[Path], list[str], list[str]]:
     """Draw baseline vs best RM row for every spec whose baseline has runs. Returns the PNGs written; for
     each figure that could not be drawn, what it lacks (an error where a committed figure of that name
-    exists: it could not be redrawn); and the figures never drawn because no run kept its predictions."""
+    exists: it could not be redrawn); and the figures never drawn (no RM row has runs yet, or no run kept
+    its predictions)."""
     runs_root, out_dir = Path(runs_root), Path(out_dir)
     copies = out_dir / "predictions"
     written, lacking, not_drawn = [], [], []
@@ -247,9 +252,11 @@ def build_figures(
         base_runs = load_runs(runs_root, rows[spec.baseline], spec.dataset, spec.structures)
         if not base_runs:
             continue
+        drawn_before = any(out_dir.glob(f"{stem}_case*.png"))
         best = best_row(spec, runs_root)
         if best is None:
-            lacking.append(f"{out_dir / stem}: no residual-moment row of {spec.name} has runs under {runs_root}")
+            (lacking if drawn_before else not_drawn).append(
+                f"{out_dir / stem}: no residual-moment row of {spec.name} has runs under {runs_root}")
             continue
         experiments = (rows[spec.baseline], rows[best])
         seeds = sorted(set(base_runs) & set(load_runs(runs_root, rows[best], spec.dataset, spec.structures)))
@@ -262,7 +269,6 @@ def build_figures(
                 chosen = seed, ready[:max_cases]
                 break
         if chosen is None:
-            drawn_before = any(out_dir.glob(f"{stem}_case*.png"))
             (lacking if drawn_before else not_drawn).append(
                 f"{out_dir / stem}: no saved prediction of a common test case of {' and '.join(experiments)} at seed(s) "
                 f"{seeds} (looked in {runs_root}/<experiment>/seed<k>/predictions/ and {copies}/<experiment>/seed<k>/); "
@@ -313,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in written:
             print(f"wrote {path}")
         for reason in not_drawn:
-            print(f"not drawn (its runs kept no predictions): {reason}")
+            print(f"not drawn: {reason}")
         lacking += missing
     for reason in lacking:
         print(f"rmseg-figures: cannot draw {reason}", file=sys.stderr)

@@ -140,7 +140,7 @@ def test_missing_data_and_missing_predictions_are_named(tmp_path, monkeypatch, c
     monkeypatch.chdir(tmp_path)
     assert figures.main([]) == 0  # never drawn: a note, not a failure
     out = capsys.readouterr().out
-    assert "not drawn (its runs kept no predictions): results/figures/cpu/fig3_la: no saved prediction" in out
+    assert "not drawn: results/figures/cpu/fig3_la: no saved prediction" in out
     stale = tmp_path / "results" / "figures" / "cpu" / "fig3_la_case1.png"  # a figure that cannot be redrawn
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"")
