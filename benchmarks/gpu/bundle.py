@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import bz2
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,7 @@ import pandas as pd
 from PIL import Image
 
 from rmseg.data import drishti, la
+from rmseg.data.prepared import sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MIB = 2**20
@@ -63,14 +63,6 @@ PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--implementation
 DRISHTI_SIZE = (512, 512)
 DRISHTI_SPLITS = {"train": ("Training", "GT"), "test": ("Test", "Test_GT")}
 LA_FILE = "mri_norm2.npz"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def folder_bytes(folder: Path) -> int:
