@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -225,11 +224,17 @@ def _prediction(runs_root: Path, copies: Path, experiment: str, seed: int, case_
     return None
 
 
-def _keep_copy(path: Path, copies: Path, experiment: str, seed: int) -> None:
-    target = copies / experiment / f"seed{seed}" / path.name
+def _keep_copy(path: Path, copies: Path, experiment: str, seed: int, case_id: str) -> None:
+    """Keep a shown prediction beside the figures as ``<id>.nii.gz`` (a gzip-compressed label map of any
+    dimension), so a clone redraws the figure from what is committed."""
+    target = copies / experiment / f"seed{seed}" / f"{case_id}.nii.gz"
     if path.resolve() != target.resolve():
+        import nibabel as nib
+
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
+        tmp = target.with_name(f".{target.name}.tmp.nii.gz")
+        nib.save(nib.Nifti1Image(load_prediction(path).astype(np.uint8), np.eye(4)), tmp)
+        tmp.replace(target)
 
 
 def build_figures(
@@ -293,7 +298,7 @@ def build_figures(
             written.append(overlay_figure(case["image"], case["label"], preds, structures, out,
                                           title=f"{spec.name} {spec.dataset}: test case {cid}"))
             for experiment, path in zip(experiments, paths):
-                _keep_copy(path, copies, experiment, seed)
+                _keep_copy(path, copies, experiment, seed, cid)
     return written, lacking, not_drawn
 
 

@@ -117,8 +117,8 @@ def test_build_figures_from_run_folders_then_from_the_kept_copies(tmp_path):
     # the LA fixture has runs but no predictions: said, with where it looked, never faked
     assert lacking == [] and len(not_drawn) == 1
     assert "fig3_la: no saved prediction of a common test case of table2/vnet and table2/rm3" in not_drawn[0]
-    kept = sorted(p.relative_to(out).as_posix() for p in (out / "predictions").rglob("*.png"))
-    assert kept == [f"predictions/table1/{row}/seed0/{cid}.png" for row in ("rm20", "unet") for cid in ("g1", "g2")]
+    kept = sorted(p.relative_to(out).as_posix() for p in (out / "predictions").rglob("*.nii.gz"))
+    assert kept == [f"predictions/table1/{row}/seed0/{cid}.nii.gz" for row in ("rm20", "unet") for cid in ("g1", "g2")]
     first = (out / "fig2_gs_case1.png").read_bytes()
     for row in ("unet", "rm20"):  # a clone has only the kept copies: the same figures come back
         shutil.rmtree(runs / "table1" / row / "seed0" / "predictions")
