@@ -88,10 +88,13 @@ def gradient_share(runs_root: Path, experiment: str, seeds: Sequence[int]) -> fl
 
 
 def input_pixels(runs: dict[int, pd.DataFrame]) -> int | None:
-    """Pixels (voxels) of one network input of a run: the image or patch size over ``data.downsample``."""
+    """Pixels (voxels) of one network input of a run: LA's patch (cut from the already coarser volume),
+    Drishti-GS's prepared image over ``data.downsample``."""
     config = next(iter(runs.values())).attrs.get("config") or {}
     data = config.get("data", {})
-    size = data.get("patch_size") if data.get("name") == "la" else data.get("image_size")
+    if data.get("name") == "la":
+        return int(np.prod(data["patch_size"])) if data.get("patch_size") else None
+    size = data.get("image_size")
     if not size:
         return None
     factors = data.get("downsample") or [1] * len(size)

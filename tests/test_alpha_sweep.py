@@ -58,3 +58,15 @@ def test_main_writes_the_figure_and_table(sweep, tmp_path):
     text = (tmp_path / "tab" / "alpha_table1.md").read_text()
     assert "| unet | — |" in text and "| rm20 | 10 |" in text
     assert alpha_sweep.main(["--runs", str(tmp_path), "--table", "table1"]) == 2
+
+
+def test_input_pixels_are_what_the_network_sees():
+    def runs(data):
+        df = pd.DataFrame()
+        df.attrs["config"] = {"data": data}
+        return {0: df}
+
+    # Drishti-GS: the prepared 512 x 512 image seen 2x coarser; LA: the patch, already cut from the coarse volume
+    assert alpha_sweep.input_pixels(runs({"name": "gs", "image_size": [512, 512], "downsample": [2, 2]})) == 256 * 256
+    assert alpha_sweep.input_pixels(runs({"name": "la", "patch_size": [64, 64, 48], "downsample": [2, 2, 2]})) == 64 * 64 * 48
+    assert alpha_sweep.input_pixels(runs({"name": "gs", "image_size": [128, 128], "downsample": None})) == 128 * 128
