@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from rmseg import alpha_sweep
-from rmseg.tables import TABLE1
+from rmseg.reporting.tables import TABLE1
 
 TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
            "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]",
@@ -19,7 +19,7 @@ TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    common = [sys.executable, "-m", "rmseg.train", "-m", "seed=0", *TINY_GS, f"paths.results_dir={root / 'results'}",
+    common = [sys.executable, "-m", "rmseg.cli.train", "-m", "seed=0", *TINY_GS, f"paths.results_dir={root / 'results'}",
               f"paths.data_dir={root / 'data'}", f"hydra.sweep.dir={root / 'multirun'}"]
     # the two commands of make sweep-alpha (ROW=table1/rm20, ALPHAS=1,10)
     for args in (["experiment=table1/rm20", "name=alpha_sweep/table1/rm20/alpha${loss.alpha}", "loss.alpha=1,10"],

@@ -12,7 +12,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
-from rmseg.checkpoint import save_checkpoint
+from rmseg.engine.checkpoint import save_checkpoint
 from rmseg.evaluation import (
     EvalConfig,
     eval_config,
@@ -271,7 +271,7 @@ def gs_tiny(tmp_path_factory):
 
 def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
     from rmseg.data import load_test_cases
-    from rmseg.evaluate import main
+    from rmseg.cli.evaluate import main
     from rmseg.models import build_model
 
     root, cfg = gs_tiny
@@ -293,7 +293,7 @@ def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
 def test_rmseg_eval_checkpoint_on_the_data_at_another_place(gs_tiny, tmp_path, capsys):
     """``--data-override`` redirects a checkpoint's data (a copy elsewhere: here written afresh from the
     same seed) and gives the same per-case metrics; a key the data config lacks is refused by name."""
-    from rmseg.evaluate import main
+    from rmseg.cli.evaluate import main
     from rmseg.models import build_model
 
     root, cfg = gs_tiny
@@ -313,7 +313,7 @@ def test_rmseg_eval_checkpoint_on_the_data_at_another_place(gs_tiny, tmp_path, c
 
 def test_rmseg_eval_perfect_predictions_and_bad_input(gs_tiny, tmp_path, capsys):
     from rmseg.data import load_test_cases
-    from rmseg.evaluate import main
+    from rmseg.cli.evaluate import main
 
     root, cfg = gs_tiny
     cases = load_test_cases(cfg["data"])

@@ -11,8 +11,8 @@ from PIL import Image
 
 from rmseg.evaluation import save_prediction
 from rmseg import figures
-from rmseg.figures import GT_COLOR, PRED_COLOR, best_row, build_figures, crop_box, overlay_figure, resolve_data_root
-from rmseg.tables import TABLE1
+from rmseg.reporting.figures import GT_COLOR, PRED_COLOR, best_row, build_figures, crop_box, overlay_figure, resolve_data_root
+from rmseg.reporting.tables import TABLE1
 
 RUNS = Path(__file__).parent / "golden" / "runs"
 STRUCTURES = {"disc": [1, 2], "cup": [2]}

@@ -15,7 +15,7 @@ import yaml
 from scipy.stats import ttest_rel, wilcoxon
 
 from rmseg import paper_values
-from rmseg.tables import (
+from rmseg.reporting.tables import (
     TABLE1,
     TABLE2,
     TableSpec,

@@ -20,12 +20,14 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-import rmseg.train as train_module
-from rmseg import provenance
+import rmseg.cli.train as train_module
+from rmseg.engine import provenance
 from rmseg.config import compose_config
-from rmseg.run_dir import claim, run_dir
-from rmseg.sampling import ResumableSampler, SeededItems
-from rmseg.train import config_differences, load_checkpoint, train
+from rmseg.engine.run_dir import claim, run_dir
+from rmseg.engine.sampling import ResumableSampler, SeededItems
+from rmseg.cli.train import train
+from rmseg.config.checks import float16_amp_available
+from rmseg.engine.checkpoint import config_differences, load_checkpoint
 
 TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
            "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]"]
@@ -224,8 +226,8 @@ class Crafted:
 
 
 def test_checkpoints_are_read_without_running_code_and_checked(tmp_path):
-    from rmseg.checkpoint import FORMAT, read_checkpoint, save_checkpoint
-    from rmseg.evaluate import evaluate_checkpoint
+    from rmseg.engine.checkpoint import FORMAT, read_checkpoint, save_checkpoint
+    from rmseg.cli.evaluate import evaluate_checkpoint
 
     with pytest.raises(ValueError, match="does not exist: delete"):
         load_checkpoint(tmp_path / "checkpoint.pt", {})
@@ -307,7 +309,7 @@ def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
 
 def test_float16_autocast_runs_with_a_grad_scaler(tmp_path, data_dir, monkeypatch):
     """float16 autocast with the device's GradScaler: on CPU where this PyTorch supports it (2.3+), else CUDA."""
-    device = "cpu" if train_module.float16_amp_available("cpu") else "cuda" if torch.cuda.is_available() else None
+    device = "cpu" if float16_amp_available("cpu") else "cuda" if torch.cuda.is_available() else None
     if device is None:
         pytest.skip("this PyTorch has no float16 autocast/GradScaler on CPU and there is no CUDA device")
     fp16 = ("trainer.amp=true", "trainer.amp_dtype=float16", "trainer.max_iters=2", f"trainer.device={device}")
@@ -333,11 +335,11 @@ def test_progress_bar_shows_loss_iterations_and_eta(tmp_path, data_dir, capsys):
 
 
 def test_make_demo_command_runs_both_tables_end_to_end(tmp_path, repo_root):
-    """The demo exactly as ``make demo`` runs it (``python -m rmseg.demo``, default rows and iterations),
+    """The demo exactly as ``make demo`` runs it (``python -m rmseg.cli.demo``, default rows and iterations),
     only its folders moved into ``tmp_path``; a second call skips every completed run."""
     from rmseg.config import experiment_names
 
-    command = [sys.executable, "-m", "rmseg.demo", "--results", str(tmp_path / "results"),
+    command = [sys.executable, "-m", "rmseg.cli.demo", "--results", str(tmp_path / "results"),
                "--data-dir", str(tmp_path / "data")]
     first = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -390,7 +392,7 @@ def test_reproduce_without_data_says_to_run_make_data(target, missing, tmp_path,
 def test_cli_multirun_sweeps_experiments_and_seeds(tmp_path, data_dir, repo_root):
     """``rmseg-train -m`` as ``make reproduce-gs`` calls it (2 rows x 2 seeds, tiny), every folder in tmp_path."""
     results, sweep = tmp_path / "results", tmp_path / "sweep"
-    command = [sys.executable, "-m", "rmseg.train", "-m", "experiment=table1/unet,table1/rm20", "seed=0,1",
+    command = [sys.executable, "-m", "rmseg.cli.train", "-m", "experiment=table1/unet,table1/rm20", "seed=0,1",
                *TINY_GS, *TRAINER, "trainer.max_iters=2", f"paths.results_dir={results}",
                f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
@@ -493,7 +495,7 @@ def test_compile_trains_along_the_plain_curve_and_resumes_uncompiled(tmp_path, d
         pytest.skip(f"torch.compile does not run on this platform ({why})")
     from torch._dynamo.utils import counters
 
-    from rmseg.evaluate import evaluate_checkpoint
+    from rmseg.cli.evaluate import evaluate_checkpoint
 
     extra = ("model.channels=[2,4]", "model.strides=[2]", "trainer.max_iters=3", "trainer.checkpoint_every=2")
     plain = _record_training(monkeypatch)
@@ -551,7 +553,7 @@ def test_speed_switches_may_change_on_resume_amp_may_not():
 
 
 def test_curve_log_keeps_rows_up_to_the_resumed_iteration(tmp_path):
-    from rmseg.curve import CurveLog, gradient_shares
+    from rmseg.engine.curve import CurveLog, gradient_shares
 
     log = CurveLog(tmp_path / "curve.csv")
     for it in (10, 20, 30):

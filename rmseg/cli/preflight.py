@@ -1,6 +1,6 @@
 """Before a long sweep: the device, the protocol, the runs still to do and their estimated duration.
 
-    python -m rmseg.preflight experiment=table2/rm4,table2/vnet seed=0,1,2 protocol=paper [any override]
+    python -m rmseg.cli.preflight experiment=table2/rm4,table2/vnet seed=0,1,2 protocol=paper [any override]
 
 Takes the overrides of ``rmseg-train --multirun`` (comma lists and ``glob(...)`` are expanded; other
 sweep forms are taken as one value). Each row still to do (its run folder not complete) is timed for
@@ -43,7 +43,7 @@ def seconds_per_step(cfg, device: torch.device) -> float:
     from rmseg.data.config import as_data_config
     from rmseg.data.resample import factors_of
     from rmseg.models import build_model
-    from rmseg.train import build_loss, build_optimizer
+    from rmseg.cli.train import build_loss, build_optimizer
 
     data = as_data_config(cfg.data)
     shape = list(data.image_size if data.spatial_dims == 2 else data.patch_size)
@@ -79,8 +79,8 @@ def duration(seconds: float) -> str:
 
 def report(args: Sequence[str]) -> list[str]:
     """The lines printed by :func:`main` (also the warning, prefixed ``WARNING:``)."""
-    from rmseg.run_dir import run_dir
-    from rmseg.train import _device
+    from rmseg.engine.run_dir import run_dir
+    from rmseg.cli.train import _device
 
     jobs = [compose_config(job) for job in expand(args)]
     device = _device(jobs[0].trainer.device)

@@ -8,7 +8,7 @@ is no published column (the paper has no such table).
 
 from __future__ import annotations
 
-from rmseg.tables import TableSpec, register_table
+from rmseg.reporting.tables import TableSpec, register_table
 
 EXTENDED_LOSSES = ("dice_ce", "rm", "boundary", "hd", "sdf", "region_wise", "adaptive_region")
 
