@@ -10,7 +10,8 @@ import pytest
 from scipy.stats import wilcoxon
 
 from rmseg.reporting.extended_tables import EXTENDED_GS, EXTENDED_LA
-from rmseg.reporting.tables import build_table, main, render_markdown
+from rmseg.cli.tables import main
+from rmseg.reporting.tables import build_table, render_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 RUNS = GOLDEN / "runs"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rmseg import paper_values
+from rmseg.reporting import paper_values
 from rmseg.reporting.tables import TABLE1, TABLE2
 
 PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper"

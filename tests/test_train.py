@@ -87,6 +87,15 @@ def test_smoke_run_writes_a_complete_run_folder(experiment, tmp_path, data_dir):
     assert f"test set: {experiment} seed 0, " in log_text
     assert all(re.search(rf"INFO rmseg.train:   {s} +Dice +\d+\.\d\d  Jaccard", log_text) for s in structures)
     assert len(summary["eval_grid"]) == (2 if experiment.startswith("table1") else 3)
+    # rmseg-eval of the run's checkpoint writes the same summary through the same writer: same keys (the
+    # data's source included), the same per-case metrics (the model's head, not the loss), both times explicit
+    from rmseg.cli.evaluate import evaluate_checkpoint
+
+    evaluated = json.loads(evaluate_checkpoint(final / "checkpoint.pt", tmp_path / "eval").read_text())
+    assert list(evaluated) == list(summary) and summary["source"] == evaluated["source"] == "synthetic"
+    assert evaluated["cases"] == summary["cases"] and evaluated["protocol"] == summary["protocol"]
+    assert summary["train_time_s"] == evaluated["train_time_s"] > 0 and summary["eval_time_s"] > 0
+    assert (summary["checkpoint"], evaluated["checkpoint"]) == (None, str(final / "checkpoint.pt"))
 
 
 def test_same_seed_gives_identical_weights_and_metrics_other_seed_does_not(tmp_path, data_dir):

@@ -28,9 +28,8 @@ from rmseg.config.compose import CONFIG_DIR
 from rmseg.engine.checkpoint import read_checkpoint
 from rmseg.evaluation import (
     eval_config,
-    evaluate_model,
     evaluate_predictions,
-    head_of,
+    evaluate_run_model,
     load_prediction_folder,
     read_summary,
     summary_meta,
@@ -72,7 +71,6 @@ def evaluate_checkpoint(
 ) -> Path:
     """Evaluate a run's checkpoint on its data config's test cases, with ``data_overrides`` (``key=value``
     under ``data``, e.g. ``root=/elsewhere`` for the same data at another place); return the summary path."""
-    from rmseg.data import load_test_cases
     from rmseg.models import build_model
 
     out = Path(out)
@@ -101,17 +99,9 @@ def evaluate_checkpoint(
     except RuntimeError as err:
         raise ValueError(f"checkpoint {checkpoint} does not match its model config: {err}") from err
     model.to(device)
-    cases = load_test_cases(cfg["data"])
-    start = time.perf_counter()
-    df = evaluate_model(
-        model, cases, data_cfg=cfg["data"], eval_cfg=ecfg, probabilities_fn=head_of(cfg["model"], cfg.get("loss")),
-        device=device, predictions_dir=out / "predictions",
-    )
-    write_summary(out, df, summary_meta(
-        cfg["data"], experiment=cfg.get("name", Path(checkpoint).parent.parent.name), seed=cfg.get("seed"),
-        convention=ecfg.convention, iterations=ckpt.get("iteration"), protocol=(cfg.get("protocol") or {}).get("name"),
-        train_time_s=ckpt.get("train_time_s"), eval_time_s=time.perf_counter() - start, checkpoint=checkpoint))
-    return out / "summary.json"
+    cfg.setdefault("name", Path(checkpoint).parent.parent.name)
+    return evaluate_run_model(model, cfg, out, eval_cfg=ecfg, device=device, iterations=ckpt.get("iteration"),
+                              train_time_s=ckpt.get("train_time_s"), checkpoint=checkpoint)
 
 
 def evaluate_folder(predictions: str | Path, data_cfg: DictConfig, out: str | Path, *, experiment: str, seed: int | None = None, workers: int = 1) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from rmseg.config import CONFIG_DIR, register
 from rmseg.config.checks import check_config, pick_device
 from rmseg.config.sweep import sweep_arguments
-from rmseg.data import build_train_dataset, check_test_split, load_test_cases
+from rmseg.data import build_train_dataset, check_test_split
 from rmseg.data.config import as_data_config
 from rmseg.engine import provenance
 from rmseg.engine.checkpoint import check_same_run, load_checkpoint, save_checkpoint
@@ -42,7 +41,7 @@ from rmseg.engine.loop import RunInterrupted, Trainer, build_loss, iters_per_epo
 from rmseg.engine.run_dir import RunDir, claim, complete, locked, log_file, run_dir
 from rmseg.engine.sampling import train_batches
 from rmseg.engine.speed import in_format, memory_format, process_settings, set_cudnn_benchmark
-from rmseg.evaluation import evaluate_model, head_of, log_summary, summary_meta, write_summary
+from rmseg.evaluation import evaluate_run_model, log_summary
 from rmseg.models import build_model
 
 log = logging.getLogger("rmseg.train")
@@ -126,28 +125,12 @@ def _train_in(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], dataset: A
     finally:
         if writer is not None:
             writer.close()
-    if ranks.is_main:
-        evaluate_run(run, cfg, resolved, model, device, trainer.train_time)
+    if ranks.is_main:  # the test set, into summary.json + per_case.csv
+        log_summary(evaluate_run_model(model, resolved, run.tmp, eval_cfg=cfg.eval, device=device,
+                                       iterations=resolved["trainer"]["max_iters"], train_time_s=trainer.train_time), log)
         log.info("run complete: %s", complete(run))
     ranks.wait_for_main()
     return run.final
-
-
-def evaluate_run(run: RunDir, cfg: DictConfig, resolved: dict[str, Any], model: torch.nn.Module,
-                 device: torch.device, train_time: float) -> None:
-    """Evaluate on the test set and write ``summary.json`` + ``per_case.csv`` into the run folder."""
-    model.eval()
-    cases = load_test_cases(cfg.data)
-    started = time.perf_counter()
-    with torch.no_grad():
-        per_case = evaluate_model(model, cases, data_cfg=resolved["data"], eval_cfg=cfg.eval,
-                                  probabilities_fn=head_of(resolved["model"]), device=device,
-                                  predictions_dir=run.tmp / "predictions")
-    write_summary(run.tmp, per_case, summary_meta(
-        resolved["data"], experiment=resolved["name"], seed=resolved["seed"], convention=resolved["eval"]["convention"],
-        iterations=resolved["trainer"]["max_iters"], protocol=resolved["protocol"]["name"], train_time_s=train_time,
-        eval_time_s=time.perf_counter() - started, case_ids=[str(c["id"]) for c in cases]))
-    log_summary(run.tmp / "summary.json", log)
 
 
 register()

@@ -110,7 +110,8 @@ class Trainer:
         self.model, self.loss_fn, self.device, self.seed = model, loss_fn, device, seed
         self.ranks = ranks or Ranks()
         self.optimizer, self.scheduler = build_optimizer(model, optim)
-        self.amp, self.amp_dtype = bool(trainer["amp"]), getattr(torch, str(trainer["amp_dtype"]))
+        dtype = trainer["amp_dtype"]  # a name, or the schema's AmpDtype
+        self.amp, self.amp_dtype = bool(trainer["amp"]), getattr(torch, getattr(dtype, "value", dtype))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.format = memory_format(spatial_dims, trainer["channels_last"])
         # DDP, then compile (what torch.compile's DDP support expects)

@@ -12,23 +12,14 @@ from rmseg.reporting.tables import TableSpec, register_table
 
 EXTENDED_LOSSES = ("dice_ce", "rm", "boundary", "hd", "sdf", "region_wise", "adaptive_region")
 
-EXTENDED_GS = register_table(
-    TableSpec(
-        name="extended_gs",
-        title="Extended comparison on Drishti-GS: every loss under Table 1's protocol (2D U-Net)",
-        dataset="gs",
-        baseline="dice_ce",
-        rows=tuple((k, f"extended/gs_{k}") for k in EXTENDED_LOSSES),
-        structures=("cup", "disc"),
-    )
-)
-EXTENDED_LA = register_table(
-    TableSpec(
-        name="extended_la",
-        title="Extended comparison on LA 2018: every loss under Table 2's protocol (V-Net, 16 labelled volumes)",
-        dataset="la",
-        baseline="dice_ce",
-        rows=tuple((k, f"extended/la_{k}") for k in EXTENDED_LOSSES),
-        structures=("atrium",),
-    )
-)
+
+
+def _extended(dataset: str, setting: str, structures: tuple[str, ...]) -> TableSpec:
+    """The table of every loss of :data:`EXTENDED_LOSSES` on ``dataset`` (rows ``extended/<dataset>_<loss>``)."""
+    return register_table(TableSpec(
+        name=f"extended_{dataset}", title=f"Extended comparison on {setting}", dataset=dataset, baseline="dice_ce",
+        rows=tuple((k, f"extended/{dataset}_{k}") for k in EXTENDED_LOSSES), structures=structures))
+
+
+EXTENDED_GS = _extended("gs", "Drishti-GS: every loss under Table 1's protocol (2D U-Net)", ("cup", "disc"))
+EXTENDED_LA = _extended("la", "LA 2018: every loss under Table 2's protocol (V-Net, 16 labelled volumes)", ("atrium",))
