@@ -110,7 +110,7 @@ def test_rmseg_tables_command_builds_extended_tables(tmp_path, repo_root) -> Non
     runs, out = tmp_path / "runs", tmp_path / "tables"
     runs.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "rmseg.reporting.tables", "--runs", str(runs), "--out", str(out), "--table", "extended_la"],
+        [sys.executable, "-m", "rmseg.cli.tables", "--runs", str(runs), "--out", str(out), "--table", "extended_la"],
         cwd=repo_root, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
 import rmseg.cli.train as train_module
+import rmseg.config.checks as config_checks
 from rmseg.engine import provenance
 from rmseg.config import compose_config
 from rmseg.engine.run_dir import claim, run_dir
@@ -330,7 +331,7 @@ def test_float16_autocast_runs_with_a_grad_scaler(tmp_path, data_dir, monkeypatc
     summary = json.loads((final / "summary.json").read_text())
     assert all(0.0 <= c["dice"] <= 1.0 for c in summary["cases"])
 
-    monkeypatch.setattr(train_module, "float16_amp_available", lambda device_type: False)
+    monkeypatch.setattr(config_checks, "float16_amp_available", lambda device_type: False)
     with pytest.raises(ValueError, match="amp_dtype=float16 needs a CUDA device"):
         train(tiny("table1/rm20", tmp_path / "unsupported", data_dir, *fp16))
     assert not (tmp_path / "unsupported").exists()
