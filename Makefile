@@ -8,11 +8,11 @@ ARGS    ?=
 # a protocol's runs, tables and figures: results/<kind>/ for the paper's, results/<kind>/<protocol>/ for another
 SUB     := $(if $(filter paper,$(PROTOCOL)),,/$(PROTOCOL))
 # interrupted runs continue and completed ones are skipped, so re-running the same command finishes a table
-TRAIN   = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.train --multirun protocol=$(PROTOCOL) resume=true
+TRAIN   = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.cli.train --multirun protocol=$(PROTOCOL) resume=true
 # before a sweep: device, protocol, runs left and their estimated duration (a warning for paper on a CPU)
-PREFLIGHT = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.preflight protocol=$(PROTOCOL)
-REPORT  = $(PY) -m rmseg.tables --runs results/runs$(SUB) --out results/tables$(SUB)
-FIGURES = $(PY) -m rmseg.figures --runs results/runs$(SUB) --out results/figures$(SUB)
+PREFLIGHT = RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.cli.preflight protocol=$(PROTOCOL)
+REPORT  = $(PY) -m rmseg.cli.tables --runs results/runs$(SUB) --out results/tables$(SUB)
+FIGURES = $(PY) -m rmseg.cli.figures --runs results/runs$(SUB) --out results/figures$(SUB)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup demo test tables figures reproduce-gs reproduce-la reproduce-extended reproduce-small sweep-alpha data bench gpu-bundle clean
@@ -30,16 +30,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)  ## both tables end to end on synthetic stand-ins (reduced trainer), printed
-	$(PY) -m rmseg.demo
+	$(PY) -m rmseg.cli.demo
 
 test: $(STAMP)  ## run the test suite
 	$(PY) -m pytest -q
 
 tables: $(STAMP)  ## rebuild the tables of every runs root under results/runs/ into results/tables/
-	$(PY) -m rmseg.tables
+	$(PY) -m rmseg.cli.tables
 
 figures: $(STAMP)  ## contour overlays (paper Fig. 2 and 3) into results/figures/ (images from DATA=)
-	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.figures
+	RMSEG_DATA_ROOT=$(abspath $(DATA)) $(PY) -m rmseg.cli.figures
 
 TABLE1_ROWS := $(shell cd configs/experiment && ls table1/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
 TABLE2_ROWS := $(shell cd configs/experiment && ls table2/*.yaml 2>/dev/null | sed 's/\.yaml$$//' | paste -sd, -)
@@ -75,7 +75,7 @@ sweep-alpha: $(STAMP)  ## RM weight dose-response: ROW (default table1/rm20_02_2
 	@d=$(if $(filter table2,$(SWEEP_TABLE)),la2018,drishti-gs1); test -d "$(DATA)/$$d" || { echo "sweep-alpha: no $$d/ under DATA=$(DATA); get it with 'make data' or pass DATA=/path/holding/$$d"; exit 2; }
 	$(TRAIN) experiment=$(SWEEP_ROW) 'name=alpha_sweep/$(SWEEP_ROW)/alpha$${loss.alpha}' loss.alpha=$(ALPHAS) seed=$(SEEDS) $(ARGS)
 	$(TRAIN) experiment=$(SWEEP_BASE) seed=$(SEEDS) $(ARGS)
-	$(PY) -m rmseg.alpha_sweep --runs results/runs$(SUB) --table $(SWEEP_TABLE) --figures results/figures$(SUB) --tables results/tables$(SUB)
+	$(PY) -m rmseg.cli.alpha_sweep --runs results/runs$(SUB) --table $(SWEEP_TABLE) --figures results/figures$(SUB) --tables results/tables$(SUB)
 
 reproduce-small: $(STAMP)  ## the small protocol of both tables with its RM-reduction and alpha ablations (results/REPORT.md)
 	@for d in drishti-gs1 la2018; do test -d "$(DATA)/$$d" || { echo "reproduce-small: no $$d/ under DATA=$(DATA) (both drishti-gs1/ and la2018/ are needed); get them with 'make data' or pass DATA=/path/holding/both"; exit 2; }; done

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from rmseg.provenance import cpu_has_bf16, cpu_model
+from rmseg.engine.provenance import cpu_has_bf16, cpu_model
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "results" / "benchmarks"

@@ -1,7 +1,7 @@
 """Loss curve and test metrics of a whole short training run, fp32 against a faster trainer setting.
 
 ``benchmarks/training.py`` checks a few steps from the same weights; this trains the same experiment and
-seed twice with ``rmseg.train`` (fp32, then the variant's ``trainer.<switch>=true``) and compares what a
+seed twice with ``rmseg.cli.train`` (fp32, then the variant's ``trainer.<switch>=true``) and compares what a
 user gets: the logged loss curve, the per-case test Dice and the training wall time. The check passes
 when the mean loss of the last tenth of the run is within 5% of fp32's and the per-case test Dice is
 neither 2 points lower on average nor lower at p < 0.05 (paired Wilcoxon). One seed per setting: the
@@ -21,50 +21,47 @@ reused); the report to ``results/benchmarks/curve_check.{md,json}``.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy.stats import wilcoxon
 
 from benchmarks.common import REPO_ROOT, bench_parser, markdown_table, pick_device, write_report
 from benchmarks.training import SETTINGS, VARIANTS
+from rmseg.evaluation.records import read_curve, read_per_case, read_times
 
 # CPU: the small protocol (configs/protocol/small.yaml), cheap enough for two whole runs per setting.
 CPU_PROTOCOL = ("protocol=small",)
 DATA_FOLDER = {"table1": ("gs", "drishti-gs1"), "table2": ("la", "la2018")}
 TAIL_LOSS_REL_TOL, DICE_DROP_TOL, P_MIN = 0.05, 0.02, 0.05
-LOSS_LINE = re.compile(r"iteration (\d+)/\d+ loss ([-+0-9.eE]+|nan|inf)")
 
 
-def loss_curve(log: Path) -> dict[int, float]:
-    """``{iteration: logged loss}`` of a run's ``train.log`` (a resumed run's repeated lines: the last wins)."""
-    curve = {int(m.group(1)): float(m.group(2)) for m in LOSS_LINE.finditer(log.read_text())}
-    if not curve:
-        raise ValueError(f"{log} has no 'iteration N/M loss X' lines: is it an rmseg training log?")
-    return curve
+def loss_curve(run: Path) -> dict[int, float]:
+    """``{iteration: logged loss}`` of a run folder's ``curve.csv`` (``rmseg.evaluation.records.read_curve``)."""
+    curve = read_curve(run / "curve.csv")
+    if curve.empty:
+        raise ValueError(f"{run / 'curve.csv'} has no rows: the run logged no iteration")
+    return {int(i): float(v) for i, v in zip(curve["iteration"], curve["loss"])}
 
 
 def compare_runs(reference: Path, variant: Path) -> dict[str, Any]:
     """Loss-curve and per-case Dice differences of two completed run folders of the same experiment."""
-    ref_curve, var_curve = loss_curve(reference / "train.log"), loss_curve(variant / "train.log")
+    ref_curve, var_curve = loss_curve(reference), loss_curve(variant)
     if sorted(ref_curve) != sorted(var_curve):
         raise ValueError(f"{reference} and {variant} logged different iterations: not the same protocol")
     its = sorted(ref_curve)
     ref, var = np.array([ref_curve[i] for i in its]), np.array([var_curve[i] for i in its])
     tail = slice(len(its) - max(len(its) // 10, 1), None)  # last tenth of the run
-    ref_cases, var_cases = (pd.read_csv(p / "per_case.csv") for p in (reference, variant))
+    ref_cases, var_cases = (read_per_case(p / "per_case.csv") for p in (reference, variant))
     merged = ref_cases.merge(var_cases, on=["id", "structure"], suffixes=("_ref", "_var"), validate="one_to_one")
     if len(merged) != len(ref_cases) or len(merged) != len(var_cases):
         raise ValueError(f"{reference} and {variant} evaluated different test cases")
     diff = merged["dice_var"] - merged["dice_ref"]
-    summaries = [json.loads((p / "summary.json").read_text()) for p in (reference, variant)]
+    times = [read_times(p / "summary.json")["train_time_s"] for p in (reference, variant)]
     p_value = float(wilcoxon(merged["dice_var"], merged["dice_ref"]).pvalue) if diff.abs().sum() > 0 else 1.0
     tail_rel = abs(var[tail].mean() - ref[tail].mean()) / abs(ref[tail].mean())
     return {
@@ -78,9 +75,9 @@ def compare_runs(reference: Path, variant: Path) -> dict[str, Any]:
         "dice_mean_diff": float(diff.mean()),
         "dice_max_abs_diff": float(diff.abs().max()),
         "dice_wilcoxon_p": p_value,
-        "wall_s_ref": float(summaries[0]["wall_time_s"]),
-        "wall_s_var": float(summaries[1]["wall_time_s"]),
-        "speedup": float(summaries[0]["wall_time_s"]) / float(summaries[1]["wall_time_s"]),
+        "wall_s_ref": float(times[0]),
+        "wall_s_var": float(times[1]),
+        "speedup": float(times[0]) / float(times[1]),
         "passes": bool(tail_rel <= TAIL_LOSS_REL_TOL and diff.mean() > -DICE_DROP_TOL
                        and not (diff.mean() < 0 and p_value < P_MIN)),
     }
@@ -89,7 +86,7 @@ def compare_runs(reference: Path, variant: Path) -> dict[str, Any]:
 def train_run(setting: str, variant: str, runs_dir: Path, overrides: tuple[str, ...], env: dict[str, str]) -> Path:
     """Train (or find completed) ``setting`` with ``variant``'s switches; returns the run folder."""
     switches = tuple(f"trainer.{name}=true" for name in VARIANTS[variant])
-    cmd = [sys.executable, "-m", "rmseg.train", f"experiment={SETTINGS[setting]}", f"paths.runs_dir={runs_dir}",
+    cmd = [sys.executable, "-m", "rmseg.cli.train", f"experiment={SETTINGS[setting]}", f"paths.runs_dir={runs_dir}",
            "resume=true", "trainer.progress_bar=false", "trainer.tensorboard=false", *overrides, *switches]
     subprocess.run(cmd, cwd=REPO_ROOT, env=env, check=True)
     run = runs_dir / SETTINGS[setting] / "seed0"
@@ -128,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     markdown = "\n".join([
         "# Whole-run check of a faster trainer setting against fp32",
         "",
-        f"Each setting trained twice from seed 0 on `{device.type}` with `rmseg.train` (fp32, then "
+        f"Each setting trained twice from seed 0 on `{device.type}` with `rmseg.cli.train` (fp32, then "
         f"`{args.variant}`), one after the other; `_ref` = fp32. Curve: relative difference of the logged loss "
         "(every `trainer.log_every` iterations) at each logged iteration; Dice: mean over test cases and "
         "structures, with the paired Wilcoxon p-value of the per-case differences. Wall time: training only "

@@ -1,4 +1,4 @@
-"""Wall time of ``make demo`` (``python -m rmseg.demo``) from a cold start: synthetic data written,
+"""Wall time of ``make demo`` (``python -m rmseg.cli.demo``) from a cold start: synthetic data written,
 every row of Tables 1 and 2 trained and evaluated, tables printed. Target: <= 5 minutes on 2 CPU cores.
 
 Each repeat runs the demo in a fresh process with fresh results and data folders (nothing cached).
@@ -21,7 +21,7 @@ def run_once() -> dict[str, float | str]:
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-m", "rmseg.demo", "--results", f"{tmp}/results", "--data-dir", f"{tmp}/data"],
+            [sys.executable, "-m", "rmseg.cli.demo", "--results", f"{tmp}/results", "--data-dir", f"{tmp}/data"],
             cwd=REPO_ROOT, capture_output=True, text=True,
         )
         wall = time.perf_counter() - started

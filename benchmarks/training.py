@@ -8,7 +8,7 @@ Settings (the configs ``rmseg-train experiment=...`` runs):
   CE + Dice + RM with 4 orders, SGD with weight decay.
 
 Variants of the same step, each a set of the trainer's speed switches (``trainer.<switch>=true``, applied
-by the trainer's own code in ``rmseg.speed``): ``fp32`` (none); ``amp_bf16`` (``trainer.amp``:
+by the trainer's own code: ``rmseg.engine.loop.Trainer``): ``fp32`` (none); ``amp_bf16`` (``trainer.amp``:
 ``torch.autocast`` in bfloat16, CPU or CUDA); ``channels_last`` (channels-last memory format for model and
 input); ``cudnn_benchmark`` (cuDNN autotuning, CUDA only; the other variants run cuDNN deterministic, as
 the trainer does); ``compile`` (``torch.compile`` of the network); ``amp_bf16_channels_last`` (both).
@@ -29,7 +29,6 @@ import copy
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -39,8 +38,8 @@ from torch import nn
 from benchmarks.common import bench_parser, markdown_table, pick_device, summarize, synchronize, write_report
 from rmseg.config.compose import compose_config
 from rmseg.models import build_model
-from rmseg.speed import compile_for_training, in_format, memory_format, set_cudnn_benchmark
-from rmseg.train import build_loss, build_optimizer
+from rmseg.engine.loop import Trainer, build_loss
+from rmseg.engine.speed import in_format, memory_format, set_cudnn_benchmark
 
 SETTINGS = {"table1": "table1/rm20_02_22", "table2": "table2/rm4"}
 # The trainer switches (trainer.<name>=true) each variant turns on; amp in bfloat16.
@@ -102,11 +101,12 @@ def synthetic_batches(
 
 
 class TrainStep:
-    """One SGD iteration of rmseg's training objective: forward (optionally autocast), loss, backward, step.
+    """One SGD iteration of rmseg's training objective: ``rmseg.engine.loop.Trainer.step``, the step
+    ``rmseg-train`` runs (forward under autocast, loss in float32, backward, optimizer and schedule step).
 
-    Mirrors the loop of ``rmseg.train``: network from ``build_model(cfg.model, cfg.data)``, loss and
-    SGD + step schedule from ``rmseg.train.build_loss`` / ``build_optimizer``, the speed switches of
-    ``rmseg.speed``, autocast around the forward pass only, loss in float32.
+    Built as the trainer builds it: network from ``build_model(cfg.model, cfg.data)``, loss and SGD + step
+    schedule from ``rmseg.engine.loop.build_loss`` / ``build_optimizer``, the variant's speed switches
+    applied by ``rmseg.engine.speed``; autocast in bfloat16.
     """
 
     def __init__(self, cfg: DictConfig, variant: str, device: torch.device, state: dict[str, Any] | None = None):
@@ -118,30 +118,20 @@ class TrainStep:
         self.device = device
         self.variant = variant
         set_cudnn_benchmark("cudnn_benchmark" in switches)
-        self.memory_format = memory_format(cfg.data.spatial_dims, "channels_last" in switches)
+        trainer = {"amp": "amp" in switches, "amp_dtype": "bfloat16", "channels_last": "channels_last" in switches,
+                   "compile": "compile" in switches}
         model = build_model(cfg.model, cfg.data)
         if state is not None:
             model.load_state_dict(state)
-        self.model = in_format(model.to(device), self.memory_format).train()
-        self.forward = compile_for_training(self.model, "compile" in switches)
-        self.loss_fn = build_loss(cfg.loss).to(device)
-        self.optimizer, self.scheduler = build_optimizer(self.model, cfg.optim)
-        self.autocast = "amp" in switches
+        model = in_format(model.to(device), memory_format(cfg.data.spatial_dims, trainer["channels_last"])).train()
+        self.trainer = Trainer(model, build_loss(cfg.loss).to(device), cfg.optim, trainer, device=device,
+                               spatial_dims=cfg.data.spatial_dims)
+        self.model = model
+        self.autocast, self.memory_format = trainer["amp"], self.trainer.format
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Run one iteration on ``batch``; returns the loss (a detached scalar tensor, not synchronised)."""
-        image = in_format(batch["image"].to(self.device, non_blocking=True), self.memory_format)
-        label = batch["label"].to(self.device, non_blocking=True)
-        context = {k: batch[k].to(self.device) for k in ("offset", "full_shape") if k in batch}
-        amp = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
-        with amp:
-            logits = self.forward(image)
-        loss = self.loss_fn(logits.float(), label, **context)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
+        return self.trainer.step(batch).loss
 
 
 def run_variant(

@@ -31,7 +31,7 @@ TABLE2_RM_ROWS=table2/rm3,table2/rm4
 TABLE2_LONG=(trainer.max_iters=3000 optim.lr_step_iters=1250)
 
 train() {  # one run per call: an override of loss.terms.0 cannot go through a multirun's base config
-    RMSEG_DATA_ROOT="$(cd "$DATA" && pwd)" "$PY" -m rmseg.train "$@" "${COMMON[@]}"
+    RMSEG_DATA_ROOT="$(cd "$DATA" && pwd)" "$PY" -m rmseg.cli.train "$@" "${COMMON[@]}"
 }
 
 train_rows() {  # train_rows ROW1,ROW2,... OVERRIDES...: one run per row
@@ -80,18 +80,18 @@ case "${1:-}" in
             mkdir -p "$RUNS_ALPHA/alpha$alpha/table1" && ln -sfn ../../../small/table1/unet "$RUNS_ALPHA/alpha$alpha/table1/unet"
         done ;;
     report)
-        "$PY" -m rmseg.tables --runs "$RUNS" --out results/tables/small --table table1 --table table2
-        "$PY" -m rmseg.tables --runs "$RUNS_SUM" --out results/tables/small_rm_sum --table table1 --table table2
+        "$PY" -m rmseg.cli.tables --runs "$RUNS" --out results/tables/small --table table1 --table table2
+        "$PY" -m rmseg.cli.tables --runs "$RUNS_SUM" --out results/tables/small_rm_sum --table table1 --table table2
         for dir in "$RUNS_ALPHA"/alpha*; do
-            [ -d "$dir" ] && "$PY" -m rmseg.tables --runs "$dir" --out "results/tables/small_rm_alpha/$(basename "$dir")" --table table1
+            [ -d "$dir" ] && "$PY" -m rmseg.cli.tables --runs "$dir" --out "results/tables/small_rm_alpha/$(basename "$dir")" --table table1
         done
         if [ -d "$RUNS_LA_LONG" ]; then
-            "$PY" -m rmseg.tables --runs "$RUNS_LA_LONG" --out results/tables/small_la3000 --table table2
+            "$PY" -m rmseg.cli.tables --runs "$RUNS_LA_LONG" --out results/tables/small_la3000 --table table2
         fi
-        "$PY" -m rmseg.figures --runs "$RUNS" --out results/figures/small
-        "$PY" -m rmseg.figures --runs "$RUNS_SUM" --out results/figures/small_rm_sum
+        "$PY" -m rmseg.cli.figures --runs "$RUNS" --out results/figures/small
+        "$PY" -m rmseg.cli.figures --runs "$RUNS_SUM" --out results/figures/small_rm_sum
         if [ -d "$RUNS_LA_LONG" ]; then
-            "$PY" -m rmseg.figures --runs "$RUNS_LA_LONG" --out results/figures/small_la3000
+            "$PY" -m rmseg.cli.figures --runs "$RUNS_LA_LONG" --out results/figures/small_la3000
         fi ;;
     *)
         echo "usage: $0 table1 | table1_sum | table2 | table2_sum | table2_long | ablation | report" >&2

@@ -8,8 +8,9 @@ import sys
 import pandas as pd
 import pytest
 
-from rmseg import alpha_sweep
-from rmseg.tables import TABLE1
+from rmseg.cli import alpha_sweep as alpha_sweep_cli
+from rmseg.reporting import alpha_sweep
+from rmseg.reporting.tables import TABLE1
 
 TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
            "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]",
@@ -19,7 +20,7 @@ TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    common = [sys.executable, "-m", "rmseg.train", "-m", "seed=0", *TINY_GS, f"paths.results_dir={root / 'results'}",
+    common = [sys.executable, "-m", "rmseg.cli.train", "-m", "seed=0", *TINY_GS, f"paths.results_dir={root / 'results'}",
               f"paths.data_dir={root / 'data'}", f"hydra.sweep.dir={root / 'multirun'}"]
     # the two commands of make sweep-alpha (ROW=table1/rm20, ALPHAS=1,10)
     for args in (["experiment=table1/rm20", "name=alpha_sweep/table1/rm20/alpha${loss.alpha}", "loss.alpha=1,10"],
@@ -52,11 +53,11 @@ def test_sweep_points_are_run_folders_and_their_numbers_come_from_them(sweep):
 
 def test_main_writes_the_figure_and_table(sweep, tmp_path):
     argv = ["--runs", str(sweep), "--table", "table1", "--figures", str(tmp_path / "fig"), "--tables", str(tmp_path / "tab")]
-    assert alpha_sweep.main(argv) == 0
+    assert alpha_sweep_cli.main(argv) == 0
     assert (tmp_path / "fig" / "alpha_table1.png").stat().st_size > 0
     text = (tmp_path / "tab" / "alpha_table1.md").read_text()
     assert "| unet | — |" in text and "| rm20 | 10 |" in text
-    assert alpha_sweep.main(["--runs", str(tmp_path), "--table", "table1"]) == 2
+    assert alpha_sweep_cli.main(["--runs", str(tmp_path), "--table", "table1"]) == 2
 
 
 def test_input_pixels_are_what_the_network_sees():

@@ -290,13 +290,12 @@ def test_time_interleaved_alternates_the_variants_after_warmup():
 
 def _fake_run(folder, losses, dice, wall_s):
     folder.mkdir(parents=True)
-    lines = [f"2026-01-01 00:00:00,000 INFO rmseg.train: iteration {10 * (i + 1)}/40 loss {v:.5f} {{}} lr 0.01"
-             for i, v in enumerate(losses)]
-    (folder / "train.log").write_text("run x: {...}\n" + "\n".join(lines) + "\n")
+    pd.DataFrame({"iteration": [10 * (i + 1) for i in range(len(losses))], "lr": 0.01, "loss": losses}).to_csv(
+        folder / "curve.csv", index=False)
     ids = [f"case{i // 2}" for i in range(len(dice))]
     pd.DataFrame({"id": ids, "structure": ["disc", "cup"] * (len(dice) // 2), "dice": dice}).to_csv(
         folder / "per_case.csv", index=False)
-    (folder / "summary.json").write_text(json.dumps({"wall_time_s": wall_s}))
+    (folder / "summary.json").write_text(json.dumps({"train_time_s": wall_s, "eval_time_s": 1.0}))
     return folder
 
 
@@ -323,9 +322,24 @@ def test_curve_check_compares_two_runs_by_hand(tmp_path):
     other = _fake_run(tmp_path / "other", [1.0, 0.9, 0.6], [0.8, 0.4, 0.7, 0.5], 25.0)
     with pytest.raises(ValueError, match="logged different iterations"):
         compare_runs(ref, other)
-    (tmp_path / "empty.log").write_text("nothing\n")
-    with pytest.raises(ValueError, match="no 'iteration N/M loss X' lines"):
-        loss_curve(tmp_path / "empty.log")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "curve.csv").write_text("iteration,lr,loss\n")
+    with pytest.raises(ValueError, match="has no rows"):
+        loss_curve(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="curve.csv"):
+        loss_curve(tmp_path)
+
+
+def test_curve_check_reads_curve_csv_not_the_log(tmp_path):
+    """The loss curve comes from the machine-readable curve.csv (one row per logged iteration, a resumed
+    run's rows once), whatever train.log says; an older summary's wall_time_s still gives the training time."""
+    ref = _fake_run(tmp_path / "ref", [1.0, 0.8], [0.9, 0.5], 10.0)
+    var = _fake_run(tmp_path / "var", [1.0, 0.4], [0.9, 0.5], 5.0)
+    (var / "train.log").write_text("INFO rmseg.train: iteration 10/20 loss 9.0 {} lr 0.01\n")
+    (var / "summary.json").write_text(json.dumps({"wall_time_s": 5.0}))  # written before train_time_s
+    assert loss_curve(var) == {10: 1.0, 20: 0.4}
+    got = compare_runs(ref, var)
+    assert got["curve_max_rel_diff"] == pytest.approx(0.5) and got["speedup"] == pytest.approx(2.0)
 
 
 def test_curve_check_cpu_protocol_is_the_small_protocol():

@@ -12,7 +12,7 @@ import pytest
 
 from rmseg.config import experiment_names
 from rmseg.config.sweep import sweep_arguments
-from rmseg.preflight import report
+from rmseg.cli.preflight import report
 
 
 def test_an_experiment_glob_expands_to_the_rows_of_its_folder():
@@ -32,7 +32,7 @@ def test_data_overrides_across_datasets_are_refused_and_a_given_data_is_kept():
 
 def _sweep(repo_root: Path, tmp_path: Path, *args: str) -> str:
     """A multirun whose every job stops at its config check (max_iters=0): what the sweep launched."""
-    command = [sys.executable, "-m", "rmseg.train", "--multirun", *args, "trainer.max_iters=0",
+    command = [sys.executable, "-m", "rmseg.cli.train", "--multirun", *args, "trainer.max_iters=0",
                f"paths.results_dir={tmp_path}"]
     proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(repo_root)})
@@ -57,7 +57,7 @@ def test_make_data_and_reproduce_honour_data_and_print_the_estimate_first(repo_r
     assert f"scripts/download_data.py --root {tmp_path}" in data.stdout, data.stdout
     la = subprocess.run(["make", "-n", "reproduce-la", f"DATA={tmp_path}", "ARGS=trainer.max_iters=1"], cwd=repo_root,
                         capture_output=True, text=True).stdout
-    preflight, train = la.index("-m rmseg.preflight protocol=paper experiment=table2/"), la.index("-m rmseg.train")
+    preflight, train = la.index("-m rmseg.cli.preflight protocol=paper experiment=table2/"), la.index("-m rmseg.cli.train")
     assert preflight < train and "trainer.max_iters=1" in la[preflight:train], la
 
 

@@ -9,7 +9,8 @@ from omegaconf.errors import ValidationError
 from rmseg.config import CONFIG_DIR, compose_config, experiment_names
 from rmseg.losses import ResidualMomentLoss, SegmentationLoss
 from rmseg.models import MODEL_DIMS, build_model
-from rmseg.train import build_loss, check_config, check_rm_orders
+from rmseg.config.checks import check_config, check_rm_orders
+from rmseg.engine.loop import build_loss
 
 TABLE1 = {"unet", "mse", "rm10", "rm10_01", "rm20", "rm20_02", "rm20_02_22"}
 TABLE2_PAPER = {"vnet", "rm3", "rm4"}

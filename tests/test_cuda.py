@@ -45,7 +45,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 def tiny_run(experiment: str, results: Path, data_dir: Path, device: str, *extra: str) -> Path:
     from rmseg.config import compose_config
-    from rmseg.train import train
+    from rmseg.cli.train import train
 
     cfg = compose_config([f"experiment={experiment}", *TINY[experiment], *TRAINER, f"trainer.device={device}",
                           f"paths.results_dir={results}", f"paths.data_dir={data_dir}", *extra])
@@ -119,10 +119,10 @@ def test_cuda_compiled_rm_loss_matches_eager():
 
 
 def _ddp_rank(rank: int, port: int, out: str) -> None:
-    """One rank of a two-process DDP step on cuda:0 through rmseg.distributed.Ranks (NCCL)."""
+    """One rank of a two-process DDP step on cuda:0 through rmseg.engine.distributed.Ranks (NCCL)."""
     from torch.nn import functional as F
 
-    from rmseg.distributed import Ranks
+    from rmseg.engine.distributed import Ranks
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank))

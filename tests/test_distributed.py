@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from rmseg.config import compose_config
-from rmseg.distributed import Ranks
-from rmseg.run_dir import run_dir
-from rmseg.sampling import RankShare, ResumableSampler
-from rmseg.train import train
+from rmseg.engine.distributed import Ranks
+from rmseg.engine.run_dir import run_dir
+from rmseg.engine.sampling import RankShare, ResumableSampler
+from rmseg.cli.train import train
 
 # model.norm=instance: per-sample normalisation, so two ranks of one sample each compute what one process
 # computes on the batch of two (BatchNorm's batch statistics would differ per rank; see docs/training.md)
@@ -39,7 +39,7 @@ def torchrun(args: list[str], **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "rmseg.train", *args]
+               "-m", "rmseg.cli.train", *args]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             **popen)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import torch
 from monai.data.utils import dense_patch_slices
 from monai.inferers.utils import _get_scan_interval
 
-from rmseg.checkpoint import save_checkpoint
+from rmseg.engine.checkpoint import save_checkpoint
 from rmseg.evaluation import (
     EvalConfig,
     eval_config,
@@ -206,7 +207,7 @@ def _rows():
 
 
 META = {"experiment": "table1/unet", "seed": 0, "dataset": "gs", "structures": STRUCTURES, "convention": "medpy",
-        "iterations": 5, "wall_time_s": 0.1}
+        "iterations": 5, "train_time_s": 0.1}
 
 
 def test_write_summary_means_flags_and_round_trip(tmp_path):
@@ -224,6 +225,38 @@ def test_write_summary_means_flags_and_round_trip(tmp_path):
     back = read_summary(tmp_path / "summary.json")
     assert math.isnan([c for c in back["cases"] if c["id"] == "b" and c["structure"] == "cup"][0]["hd95"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["per_case.csv", "summary.json"]
+
+
+def test_every_summary_has_the_same_keys_and_older_ones_still_read(tmp_path):
+    """One writer: any caller's summary has SUMMARY_KEYS (None where they do not apply), a key outside them is
+    refused, and a summary written before train/eval times were split reads with the time under its meaning."""
+    from rmseg.evaluation import SUMMARY_KEYS, read_times
+
+    write_summary(tmp_path / "few", _rows(), {k: META[k] for k in ("experiment", "seed", "dataset", "structures")})
+    few = json.loads((tmp_path / "few" / "summary.json").read_text())
+    assert list(few)[: len(SUMMARY_KEYS)] == list(SUMMARY_KEYS) and few["source"] is None
+    with pytest.raises(ValueError, match="wall_time_s.*summary_meta"):
+        write_summary(tmp_path / "old", _rows(), {**META, "wall_time_s": 1.0})
+    old = {**few, "wall_time_s": 7.0}
+    for key in ("train_time_s", "eval_time_s"):
+        old.pop(key)
+    (tmp_path / "train.json").write_text(json.dumps(old))
+    (tmp_path / "eval.json").write_text(json.dumps({**old, "checkpoint": "x/checkpoint.pt"}))
+    assert read_times(tmp_path / "train.json") == {"train_time_s": 7.0, "eval_time_s": None}
+    assert read_times(tmp_path / "eval.json") == {"train_time_s": None, "eval_time_s": 7.0}
+    assert read_summary(tmp_path / "eval.json")["eval_time_s"] == 7.0
+
+
+def test_evaluation_imports_nothing_of_training():
+    """rmseg-eval and the evaluation library never load the training loop or the train command."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rmseg.evaluation, rmseg.cli.evaluate, rmseg.reporting.tables; "
+            "print(sorted(m for m in sys.modules if m in ('rmseg.engine.loop', 'rmseg.cli.train', 'rmseg.losses')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_write_summary_missing_case_is_an_error(tmp_path):
@@ -271,7 +304,7 @@ def gs_tiny(tmp_path_factory):
 
 def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
     from rmseg.data import load_test_cases
-    from rmseg.evaluate import main
+    from rmseg.cli.evaluate import main
     from rmseg.models import build_model
 
     root, cfg = gs_tiny
@@ -293,7 +326,7 @@ def test_rmseg_eval_checkpoint_and_prediction_folder_agree(gs_tiny):
 def test_rmseg_eval_checkpoint_on_the_data_at_another_place(gs_tiny, tmp_path, capsys):
     """``--data-override`` redirects a checkpoint's data (a copy elsewhere: here written afresh from the
     same seed) and gives the same per-case metrics; a key the data config lacks is refused by name."""
-    from rmseg.evaluate import main
+    from rmseg.cli.evaluate import main
     from rmseg.models import build_model
 
     root, cfg = gs_tiny
@@ -313,7 +346,7 @@ def test_rmseg_eval_checkpoint_on_the_data_at_another_place(gs_tiny, tmp_path, c
 
 def test_rmseg_eval_perfect_predictions_and_bad_input(gs_tiny, tmp_path, capsys):
     from rmseg.data import load_test_cases
-    from rmseg.evaluate import main
+    from rmseg.cli.evaluate import main
 
     root, cfg = gs_tiny
     cases = load_test_cases(cfg["data"])

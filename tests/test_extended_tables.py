@@ -1,4 +1,4 @@
-"""Extended tables (every loss, rmseg.extended_tables) rebuilt from the fixture summaries under
+"""Extended tables (every loss, rmseg.reporting.extended_tables) rebuilt from the fixture summaries under
 tests/golden/runs/extended (hand-chosen per-case values)."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from rmseg.extended_tables import EXTENDED_GS, EXTENDED_LA
-from rmseg.tables import build_table, main, render_markdown
+from rmseg.reporting.extended_tables import EXTENDED_GS, EXTENDED_LA
+from rmseg.cli.tables import main
+from rmseg.reporting.tables import build_table, render_markdown
 
 GOLDEN = Path(__file__).parent / "golden"
 RUNS = GOLDEN / "runs"

@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from rmseg.evaluation import save_prediction
-from rmseg import figures
-from rmseg.figures import GT_COLOR, PRED_COLOR, best_row, build_figures, crop_box, overlay_figure, resolve_data_root
-from rmseg.tables import TABLE1
+from rmseg.cli import figures as figures_cli
+from rmseg.reporting import figures
+from rmseg.reporting.figures import GT_COLOR, PRED_COLOR, best_row, build_figures, crop_box, overlay_figure, resolve_data_root
+from rmseg.reporting.tables import TABLE1
 
 RUNS = Path(__file__).parent / "golden" / "runs"
 STRUCTURES = {"disc": [1, 2], "cup": [2]}
@@ -138,13 +139,13 @@ def test_missing_data_and_missing_predictions_are_named(tmp_path, monkeypatch, c
     runs = tmp_path / "results" / "runs" / "cpu"
     shutil.copytree(RUNS / "table2", runs / "table2")
     monkeypatch.chdir(tmp_path)
-    assert figures.main([]) == 0  # never drawn: a note, not a failure
+    assert figures_cli.main([]) == 0  # never drawn: a note, not a failure
     out = capsys.readouterr().out
     assert "not drawn: results/figures/cpu/fig3_la: no saved prediction" in out
     stale = tmp_path / "results" / "figures" / "cpu" / "fig3_la_case1.png"  # a figure that cannot be redrawn
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"")
-    assert figures.main([]) == 1
+    assert figures_cli.main([]) == 1
     err = capsys.readouterr().err
     assert "cannot draw results/figures/cpu/fig3_la: no saved prediction" in err
     assert "results/figures/cpu/predictions/<experiment>/seed<k>/" in err

@@ -61,7 +61,7 @@ def test_dry_run_on_the_cpu_runs_every_step_and_writes_the_reports(tmp_path):
     for heading in ("## Steps", "## CUDA tests", "## Whole runs against fp32", "## Packing", "## Time to the tables"):
         assert heading in markdown
     logs = (out / "logs.md").read_text()
-    assert "rmseg.train" in logs and "benchmarks.training" in logs and "pytest" in logs
+    assert "rmseg.cli.train" in logs and "benchmarks.training" in logs and "pytest" in logs
 
 
 def test_errors_name_the_missing_piece(tmp_path):
@@ -81,8 +81,11 @@ def test_errors_name_the_missing_piece(tmp_path):
 
 
 def write_log(folder: Path, lines: list[tuple[str, str]]) -> None:
+    """``train.log`` with ``lines`` and the ``curve.csv`` of its ``iteration N/M loss X`` lines, as a run writes them."""
     folder.mkdir(parents=True)
     (folder / "train.log").write_text("".join(f"2026-11-30 {t} INFO rmseg.train: {m}\n" for t, m in lines))
+    rows = [m.split()[1].split("/")[0] + ",0.001," + m.split()[3] for _, m in lines if m.startswith("iteration ")]
+    (folder / "curve.csv").write_text("iteration,lr,loss\n" + "".join(r + "\n" for r in rows))
 
 
 def test_an_unfinished_run_gives_its_pace_from_the_log_and_partial_curves(tmp_path):

@@ -15,11 +15,11 @@ from rmseg.config import compose_config
 from rmseg.data import build_train_dataset, data_root
 from rmseg.data.drishti import read_png
 from rmseg.data.la import LISTS, read_h5
-from rmseg.evaluate import main as eval_main
+from rmseg.cli.evaluate import main as eval_main
 from rmseg.evaluation import evaluate_predictions, load_prediction
 from rmseg.losses.compound import SegmentationLoss
 from rmseg.metrics import evaluate_case, evaluate_label_map
-from rmseg.train import train
+from rmseg.cli.train import train
 
 TINY_LA = ["experiment=table2/rm4", "data=la_synthetic", "data.patch_size=[16,16,16]", "data.synthetic.shape=[24,24,16]",
            "data.synthetic.num_train=2", "data.synthetic.num_test=1", "data.num_train=2", "data.batch_size=2",

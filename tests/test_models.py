@@ -87,3 +87,55 @@ def test_build_model_rejects_unknown_names_and_dimension_mismatch():
         build_model({"name": "vnet3d"}, GS)
     with pytest.raises(ValueError, match="'unet2d' is 2D but data 'la'"):
         build_model({"name": "unet2d", "channels": [4, 8], "strides": [2]}, LA)
+
+
+def test_models_are_chosen_by_target_and_their_head_is_checked():
+    """A model config names its class by ``_target_`` (any importable network); ``name`` alone still builds
+    the configs/model/ networks (configs written before), an unknown head fails before training."""
+    tiny = build_model({"_target_": "monai.networks.nets.BasicUNet", "spatial_dims": 2, "features": [2, 2, 2, 2, 2, 2]}, GS)
+    assert tiny(torch.zeros(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="model.head='logits' is unknown"):
+        build_model({"name": "vnet3d", "head": "logits"}, LA)
+    with pytest.raises(ValueError, match="cannot be built"):
+        build_model({"name": "vnet3d", "base_filter": 2}, LA)
+
+
+def test_heads_map_outputs_to_class_probabilities():
+    from rmseg.losses import SignedDistanceLoss
+    from rmseg.models import head_probabilities
+
+    out = torch.randn(2, 3, 8, 8) * 3
+    assert torch.allclose(head_probabilities("softmax")(out).sum(1), torch.ones(2, 8, 8))
+    assert torch.equal(head_probabilities(None)(out), torch.softmax(out, dim=1))
+    assert torch.equal(head_probabilities("sigmoid")(out), torch.sigmoid(out))
+    sdf = head_probabilities("sdf")(out)  # the SDF row's head: what its loss trains, thresholded at 0
+    assert torch.equal(sdf, SignedDistanceLoss(k=1500.0).probabilities(out))
+    fg = torch.tanh(out[:, 1:]) < 0
+    assert torch.equal(sdf.argmax(1) > 0, fg.any(1))
+    with pytest.raises(ValueError, match="C >= 2"):
+        head_probabilities("sdf")(torch.zeros(1, 1, 4, 4))
+
+
+def test_configs_written_before_heads_get_the_head_their_loss_implies():
+    from rmseg.models import complete_model_config
+
+    sdf_loss = {"_target_": "rmseg.losses.SegmentationLoss", "terms": [{"_target_": "rmseg.losses.SignedDistanceLoss"}]}
+    old = {"name": "vnet3d", "base_filters": 16, "dropout": 0.5}
+    assert complete_model_config(old, sdf_loss) == {**old, "_target_": "rmseg.models.VNet3D", "spatial_dims": 3,
+                                                    "head": "sdf"}
+    assert complete_model_config(old, {"terms": []})["head"] == "softmax"
+    assert complete_model_config({**old, "head": "softmax"}, sdf_loss)["head"] == "softmax"  # a set head stays
+
+
+def test_an_sdf_loss_needs_the_sdf_head_and_the_sdf_experiments_set_it():
+    from rmseg.config import compose_config
+    from rmseg.config.checks import check_config
+
+    for experiment in ("table2/sdf", "extended/gs_sdf", "extended/la_sdf"):
+        assert compose_config([f"experiment={experiment}"]).model.head == "sdf"
+    with pytest.raises(ValueError, match="model.head='softmax' but the loss has SignedDistanceLoss"):
+        check_config(compose_config(["experiment=table2/sdf", "model.head=softmax"]))
+    with pytest.raises(ValueError, match="model.head='sdf' but the loss has no SignedDistanceLoss"):
+        check_config(compose_config(["experiment=table2/vnet", "model.head=sdf"]))
+    with pytest.raises(Exception, match="head"):
+        compose_config(["experiment=table2/vnet", "model.head=tanh"])  # the schema refuses another head

@@ -1,4 +1,4 @@
-"""The published values held in rmseg.paper_values against the transcription in ../shared/paper."""
+"""The published values held in rmseg.reporting.paper_values against the transcription in ../shared/paper."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rmseg import paper_values
-from rmseg.tables import TABLE1, TABLE2
+from rmseg.reporting import paper_values
+from rmseg.reporting.tables import TABLE1, TABLE2
 
 PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper"
 COLUMNS = [("dice_pct", "dice_std"), ("jaccard_pct", "jaccard_std"), ("hd95", "hd95_std"), ("asd", "asd_std")]

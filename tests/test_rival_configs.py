@@ -18,7 +18,8 @@ from rmseg.losses import (
     ResidualMomentLoss,
     SignedDistanceLoss,
 )
-from rmseg.train import build_loss, check_config
+from rmseg.config.checks import check_config
+from rmseg.engine.loop import build_loss
 
 TERM = {
     "boundary": BoundaryLoss,
@@ -79,7 +80,7 @@ def test_table2_rows_follow_ma_et_al(name, lr, iters, gamma, step, floor) -> Non
 
 @pytest.mark.slow
 def test_sdf_run_end_to_end(tmp_path) -> None:
-    from rmseg.train import train
+    from rmseg.cli.train import train
 
     cfg = compose_config([
         "experiment=extended/gs_sdf", "data=gs_synthetic", "trainer=demo", "trainer.max_iters=2",
@@ -93,8 +94,8 @@ def test_sdf_run_end_to_end(tmp_path) -> None:
 
 
 def test_extended_tables_cover_every_run() -> None:
-    from rmseg.extended_tables import EXTENDED_GS, EXTENDED_LA
-    from rmseg.tables import TABLES
+    from rmseg.reporting.extended_tables import EXTENDED_GS, EXTENDED_LA
+    from rmseg.reporting.tables import TABLES
 
     assert TABLES["extended_gs"] is EXTENDED_GS and TABLES["extended_la"] is EXTENDED_LA
     rows = [exp for name in ("extended_gs", "extended_la") for _, exp in TABLES[name].rows]
@@ -109,7 +110,7 @@ def test_rmseg_tables_command_builds_extended_tables(tmp_path, repo_root) -> Non
     runs, out = tmp_path / "runs", tmp_path / "tables"
     runs.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "rmseg.tables", "--runs", str(runs), "--out", str(out), "--table", "extended_la"],
+        [sys.executable, "-m", "rmseg.cli.tables", "--runs", str(runs), "--out", str(out), "--table", "extended_la"],
         cwd=repo_root, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr

@@ -13,8 +13,8 @@ import pytest
 
 from rmseg.config import compose_config
 from rmseg.data.prepared import prepare_once
-from rmseg.run_dir import RunInUse, lock_run, run_dir
-from rmseg.train import train
+from rmseg.engine.run_dir import RunInUse, lock_run, run_dir
+from rmseg.cli.train import train
 
 TINY_GS = ["experiment=table1/rm20", "data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]",
            "data.synthetic.num_train=4", "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]",
@@ -30,7 +30,7 @@ def tiny(tmp_path: Path, *extra: str):
 def test_a_run_locked_by_another_process_is_refused_naming_its_pid_and_left_untouched(tmp_path, resume):
     cfg = tiny(tmp_path, f"resume={resume}")
     run = run_dir(cfg.paths.runs_dir, cfg.name, cfg.seed)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom rmseg.run_dir import lock_run, run_dir\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom rmseg.engine.run_dir import lock_run, run_dir\n"
                                f"h = lock_run(run_dir({str(cfg.paths.runs_dir)!r}, {cfg.name!r}, 0))\n"
                                "print('locked', flush=True)\nsys.stdin.read()"],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -56,7 +56,7 @@ def test_the_lock_is_released_when_the_run_ends(tmp_path):
 
 
 def test_two_identical_runs_started_at_once_one_trains_the_other_is_refused(tmp_path, repo_root):
-    command = [sys.executable, "-m", "rmseg.train", *TINY_GS, "trainer.max_iters=100", "on_exists=fail",
+    command = [sys.executable, "-m", "rmseg.cli.train", *TINY_GS, "trainer.max_iters=100", "on_exists=fail",
                f"paths.results_dir={tmp_path / 'results'}", f"paths.data_dir={tmp_path / 'data'}"]
     env = {**os.environ, "PYTHONPATH": str(repo_root), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(command, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -14,8 +14,10 @@ import pytest
 import yaml
 from scipy.stats import ttest_rel, wilcoxon
 
-from rmseg import paper_values
-from rmseg.tables import (
+from rmseg.cli.tables import main
+from rmseg.evaluation.records import log_summary, summary_report
+from rmseg.reporting import paper_values
+from rmseg.reporting.tables import (
     TABLE1,
     TABLE2,
     TableSpec,
@@ -23,11 +25,8 @@ from rmseg.tables import (
     dice_difference_ci,
     hierarchical_bootstrap,
     holm,
-    log_summary,
-    main,
     register_table,
     render_markdown,
-    summary_report,
 )
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -20,12 +20,15 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 from omegaconf.errors import ValidationError
 
-import rmseg.train as train_module
-from rmseg import provenance
+import rmseg.cli.train as train_module
+import rmseg.config.checks as config_checks
+from rmseg.engine import provenance
 from rmseg.config import compose_config
-from rmseg.run_dir import claim, run_dir
-from rmseg.sampling import ResumableSampler, SeededItems
-from rmseg.train import config_differences, load_checkpoint, train
+from rmseg.engine.run_dir import claim, run_dir
+from rmseg.engine.sampling import ResumableSampler, SeededItems
+from rmseg.cli.train import train
+from rmseg.config.checks import float16_amp_available
+from rmseg.engine.checkpoint import config_differences, load_checkpoint
 
 TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
            "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]"]
@@ -85,6 +88,15 @@ def test_smoke_run_writes_a_complete_run_folder(experiment, tmp_path, data_dir):
     assert f"test set: {experiment} seed 0, " in log_text
     assert all(re.search(rf"INFO rmseg.train:   {s} +Dice +\d+\.\d\d  Jaccard", log_text) for s in structures)
     assert len(summary["eval_grid"]) == (2 if experiment.startswith("table1") else 3)
+    # rmseg-eval of the run's checkpoint writes the same summary through the same writer: same keys (the
+    # data's source included), the same per-case metrics (the model's head, not the loss), both times explicit
+    from rmseg.cli.evaluate import evaluate_checkpoint
+
+    evaluated = json.loads(evaluate_checkpoint(final / "checkpoint.pt", tmp_path / "eval").read_text())
+    assert list(evaluated) == list(summary) and summary["source"] == evaluated["source"] == "synthetic"
+    assert evaluated["cases"] == summary["cases"] and evaluated["protocol"] == summary["protocol"]
+    assert summary["train_time_s"] == evaluated["train_time_s"] > 0 and summary["eval_time_s"] > 0
+    assert (summary["checkpoint"], evaluated["checkpoint"]) == (None, str(final / "checkpoint.pt"))
 
 
 def test_same_seed_gives_identical_weights_and_metrics_other_seed_does_not(tmp_path, data_dir):
@@ -224,8 +236,8 @@ class Crafted:
 
 
 def test_checkpoints_are_read_without_running_code_and_checked(tmp_path):
-    from rmseg.checkpoint import FORMAT, read_checkpoint, save_checkpoint
-    from rmseg.evaluate import evaluate_checkpoint
+    from rmseg.engine.checkpoint import FORMAT, read_checkpoint, save_checkpoint
+    from rmseg.cli.evaluate import evaluate_checkpoint
 
     with pytest.raises(ValueError, match="does not exist: delete"):
         load_checkpoint(tmp_path / "checkpoint.pt", {})
@@ -307,7 +319,7 @@ def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
 
 def test_float16_autocast_runs_with_a_grad_scaler(tmp_path, data_dir, monkeypatch):
     """float16 autocast with the device's GradScaler: on CPU where this PyTorch supports it (2.3+), else CUDA."""
-    device = "cpu" if train_module.float16_amp_available("cpu") else "cuda" if torch.cuda.is_available() else None
+    device = "cpu" if float16_amp_available("cpu") else "cuda" if torch.cuda.is_available() else None
     if device is None:
         pytest.skip("this PyTorch has no float16 autocast/GradScaler on CPU and there is no CUDA device")
     fp16 = ("trainer.amp=true", "trainer.amp_dtype=float16", "trainer.max_iters=2", f"trainer.device={device}")
@@ -319,7 +331,7 @@ def test_float16_autocast_runs_with_a_grad_scaler(tmp_path, data_dir, monkeypatc
     summary = json.loads((final / "summary.json").read_text())
     assert all(0.0 <= c["dice"] <= 1.0 for c in summary["cases"])
 
-    monkeypatch.setattr(train_module, "float16_amp_available", lambda device_type: False)
+    monkeypatch.setattr(config_checks, "float16_amp_available", lambda device_type: False)
     with pytest.raises(ValueError, match="amp_dtype=float16 needs a CUDA device"):
         train(tiny("table1/rm20", tmp_path / "unsupported", data_dir, *fp16))
     assert not (tmp_path / "unsupported").exists()
@@ -333,11 +345,11 @@ def test_progress_bar_shows_loss_iterations_and_eta(tmp_path, data_dir, capsys):
 
 
 def test_make_demo_command_runs_both_tables_end_to_end(tmp_path, repo_root):
-    """The demo exactly as ``make demo`` runs it (``python -m rmseg.demo``, default rows and iterations),
+    """The demo exactly as ``make demo`` runs it (``python -m rmseg.cli.demo``, default rows and iterations),
     only its folders moved into ``tmp_path``; a second call skips every completed run."""
     from rmseg.config import experiment_names
 
-    command = [sys.executable, "-m", "rmseg.demo", "--results", str(tmp_path / "results"),
+    command = [sys.executable, "-m", "rmseg.cli.demo", "--results", str(tmp_path / "results"),
                "--data-dir", str(tmp_path / "data")]
     first = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -390,7 +402,7 @@ def test_reproduce_without_data_says_to_run_make_data(target, missing, tmp_path,
 def test_cli_multirun_sweeps_experiments_and_seeds(tmp_path, data_dir, repo_root):
     """``rmseg-train -m`` as ``make reproduce-gs`` calls it (2 rows x 2 seeds, tiny), every folder in tmp_path."""
     results, sweep = tmp_path / "results", tmp_path / "sweep"
-    command = [sys.executable, "-m", "rmseg.train", "-m", "experiment=table1/unet,table1/rm20", "seed=0,1",
+    command = [sys.executable, "-m", "rmseg.cli.train", "-m", "experiment=table1/unet,table1/rm20", "seed=0,1",
                *TINY_GS, *TRAINER, "trainer.max_iters=2", f"paths.results_dir={results}",
                f"paths.data_dir={data_dir}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
@@ -493,7 +505,7 @@ def test_compile_trains_along_the_plain_curve_and_resumes_uncompiled(tmp_path, d
         pytest.skip(f"torch.compile does not run on this platform ({why})")
     from torch._dynamo.utils import counters
 
-    from rmseg.evaluate import evaluate_checkpoint
+    from rmseg.cli.evaluate import evaluate_checkpoint
 
     extra = ("model.channels=[2,4]", "model.strides=[2]", "trainer.max_iters=3", "trainer.checkpoint_every=2")
     plain = _record_training(monkeypatch)
@@ -551,7 +563,7 @@ def test_speed_switches_may_change_on_resume_amp_may_not():
 
 
 def test_curve_log_keeps_rows_up_to_the_resumed_iteration(tmp_path):
-    from rmseg.curve import CurveLog, gradient_shares
+    from rmseg.engine.curve import CurveLog, gradient_shares
 
     log = CurveLog(tmp_path / "curve.csv")
     for it in (10, 20, 30):

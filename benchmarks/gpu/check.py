@@ -41,6 +41,7 @@ from typing import Any
 from benchmarks.common import REPO_ROOT, RESULTS_DIR, markdown_table
 from benchmarks.curve_check import compare_runs, loss_curve
 from benchmarks.training import SETTINGS, VARIANTS
+from rmseg.evaluation.records import read_times
 
 PROTOCOL = {"table1": {"iterations": 2000, "test_cases": 51, "target_min": 10},  # targets: one H200, packed
             "table2": {"iterations": 6000, "test_cases": 20, "target_min": 45}}
@@ -187,7 +188,7 @@ def parse_run(run: Path) -> dict[str, Any]:
     if final:
         summary = json.loads((run / "summary.json").read_text())
         out["iterations"] = int(summary["iterations"])
-        out["train_s"] = float(summary["wall_time_s"])
+        out["train_s"] = float(read_times(run / "summary.json")["train_time_s"])
         out["s_per_iter"] = out["train_s"] / out["iterations"]
         out["test_cases"] = len({c["id"] for c in summary["cases"]})
     return out
@@ -195,11 +196,10 @@ def parse_run(run: Path) -> dict[str, Any]:
 
 def partial_curve(reference: Path, variant: Path) -> dict[str, Any]:
     """Loss curves of two runs, one or both unfinished, compared over the iterations both logged."""
-    logs = [p / "train.log" if (p / "train.log").is_file() else p.parent / f".{p.name}.tmp" / "train.log"
-            for p in (reference, variant)]
-    if not all(p.is_file() for p in logs):
+    folders = [p if (p / "curve.csv").is_file() else p.parent / f".{p.name}.tmp" for p in (reference, variant)]
+    if not all((p / "curve.csv").is_file() for p in folders):
         return {}
-    ref, var = (loss_curve(p) for p in logs)
+    ref, var = (loss_curve(p) for p in folders)
     common = sorted(set(ref) & set(var))
     if not common:
         return {}
@@ -393,7 +393,7 @@ class Check:
         if iterations is not None:
             overrides.append(f"trainer.max_iters={iterations}")
         overrides += [f"trainer.{switch}=true" for switch in VARIANTS[variant]]
-        return [self.python, "-m", "rmseg.train", *overrides]
+        return [self.python, "-m", "rmseg.cli.train", *overrides]
 
     def table_runs(self, step: str, deadline: float, variants: tuple[str, ...]) -> str:
         """Per table one run of each of ``variants`` (``"chosen"``: the variant chosen for it), one after another."""

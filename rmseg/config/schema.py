@@ -3,7 +3,8 @@
 Registered in Hydra's ConfigStore by :func:`register`, so a misspelt key or a wrong type fails when the
 config is composed (before any run folder exists) with the key named, e.g.
 ``Key 'max_iter' not in 'TrainerConfig'`` or ``Value 'ten' of type 'str' could not be converted to Integer``.
-``data`` is checked by ``rmseg.data.config`` and ``eval`` by ``rmseg.evaluation.EvalConfig``; ``loss`` is
+``data`` is checked by ``rmseg.data.config`` and ``eval`` by ``rmseg.evaluation.EvalConfig``; ``model``
+names its network by ``_target_`` (``rmseg.models``) and ``loss`` is
 an instantiable ``_target_`` node whose keyword arguments the loss classes check.
 """
 
@@ -29,38 +30,64 @@ class AmpDtype(str, Enum):
     float16 = "float16"
 
 
-@dataclass
-class UNet2dConfig:
-    """MONAI ``UNet`` (2D); keys are its keyword arguments. ``out_channels`` None = data.num_classes."""
+class Head(str, Enum):
+    """``model.head``: how evaluation turns the network output into class probabilities (``rmseg.models.heads``)."""
 
+    softmax = "softmax"
+    sigmoid = "sigmoid"
+    sdf = "sdf"
+
+
+@dataclass
+class ModelConfig:
+    """What every model config has: ``_target_`` (the network class, built by ``rmseg.models.build_model``),
+    ``name`` (its label in configs/model/), ``spatial_dims`` (checked against the data), ``head`` (network
+    output -> probabilities at evaluation: softmax, sigmoid or sdf, ``rmseg.models.heads``) and
+    ``out_channels`` (None = data.num_classes)."""
+
+    _target_: str = MISSING
+    name: str = MISSING
+    spatial_dims: int = MISSING
+    head: Head = Head.softmax
+    out_channels: Optional[int] = None
+
+
+@dataclass
+class UNet2dConfig(ModelConfig):
+    """MONAI ``UNet`` (2D); the other keys are its keyword arguments."""
+
+    _target_: str = "monai.networks.nets.UNet"
     name: str = "unet2d"
+    spatial_dims: int = 2
     channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512, 1024])
     strides: list[int] = field(default_factory=lambda: [2, 2, 2, 2])
     num_res_units: int = 0
     norm: str = "batch"
     act: str = "relu"
     dropout: float = 0.0
-    out_channels: Optional[int] = None
 
 
 @dataclass
-class VNet3dConfig:
-    """``rmseg.models.VNet3D`` (Ma et al. / UA-MT V-Net)."""
+class VNet3dConfig(ModelConfig):
+    """``rmseg.models.VNet3D`` (Ma et al. / UA-MT V-Net): 16 base filters, Dropout3d 0.5."""
 
+    _target_: str = "rmseg.models.VNet3D"
     name: str = "vnet3d"
+    spatial_dims: int = 3
     base_filters: int = 16
     dropout: float = 0.5
-    out_channels: Optional[int] = None
 
 
 @dataclass
-class MonaiVNetConfig:
-    """MONAI ``VNet`` (Milletari et al.); keys are its keyword arguments."""
+class MonaiVNetConfig(ModelConfig):
+    """MONAI ``VNet`` (Milletari et al.), offered beside the comparison's V-Net; the other keys are its
+    keyword arguments: a dropout probability for the down path, a pair for the up path."""
 
+    _target_: str = "monai.networks.nets.VNet"
     name: str = "monai_vnet"
+    spatial_dims: int = 3
     dropout_prob_down: float = 0.5
     dropout_prob_up: list[float] = field(default_factory=lambda: [0.5, 0.5])
-    out_channels: Optional[int] = None
 
 
 @dataclass

@@ -47,6 +47,7 @@ class VNet3D(nn.Module):
 
     Args:
         in_channels, out_channels: input channels and output classes (>= 1).
+        spatial_dims: 3 (the only value; taken so every model config names its dimensionality).
         base_filters: channels of the first stage (16 in the comparison), doubled at each of 4 downs.
         dropout: Dropout3d probability after the bottleneck and before the output (0.5 in the
             comparison), in [0, 1).
@@ -55,8 +56,11 @@ class VNet3D(nn.Module):
     ENCODER_CONVS = (1, 2, 3, 3, 3)
     DECODER_CONVS = (3, 3, 2, 1)
 
-    def __init__(self, in_channels: int = 1, out_channels: int = 2, base_filters: int = 16, dropout: float = 0.5):
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, base_filters: int = 16, dropout: float = 0.5,
+                 spatial_dims: int = 3):
         super().__init__()
+        if spatial_dims != 3:
+            raise ValueError(f"VNet3D is 3D: spatial_dims={spatial_dims!r} must be 3")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("base_filters", base_filters)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}={value!r} must be a positive int")

@@ -16,9 +16,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from rmseg import tables
+from rmseg.reporting import tables
 from rmseg.config import compose_config, experiment_names
-from rmseg.train import train
+from rmseg.cli.train import train
 
 #: The synthetic stand-in each table runs on; everything else is the demo protocol (configs/protocol/demo.yaml).
 DATA = {"table1": "data=gs_synthetic", "table2": "data=la_synthetic"}

@@ -1,6 +1,6 @@
 """Contour overlays like the paper's Fig. 2 (Drishti-GS) and Fig. 3 (LA), drawn from saved predictions.
 
-``make figures`` (``python -m rmseg.figures``) finds every runs root under ``results/runs`` (as
+``make figures`` (``python -m rmseg.cli.figures``) finds every runs root under ``results/runs`` (as
 ``make tables`` does) and draws, for Table 1 (``fig2_gs``) and Table 2 (``fig3_la``), the baseline row
 and the best residual-moment row (highest mean Dice over structures and seeds), at the lowest seed both
 have, for the first test cases (sorted ids) whose predictions both runs saved. One PNG per case, into the
@@ -19,9 +19,7 @@ data is missing, and only notes figures of runs that never kept predictions.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -35,7 +33,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from skimage.measure import find_contours  # noqa: E402
 
 from rmseg.evaluation import current_umask, find_prediction, load_prediction, read_summary  # noqa: E402
-from rmseg.tables import TABLE1, TABLE2, TableSpec, find_runs_roots, load_runs  # noqa: E402
+from rmseg.reporting.tables import TABLE1, TABLE2, TableSpec, find_runs_roots, load_runs  # noqa: E402
 
 GT_COLOR, PRED_COLOR = "#00c000", "#1060ff"
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -300,36 +298,3 @@ def build_figures(
             for experiment, path in zip(experiments, paths):
                 _keep_copy(path, copies, experiment, seed, cid)
     return written, lacking, not_drawn
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmseg-figures", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", help="one runs root (default: every runs root under results/runs)")
-    parser.add_argument("--out", default="results/figures", help="output folder (default: results/figures; "
-                        "without --runs, each root's figures go to the same relative folder under it)")
-    parser.add_argument("--cases", type=int, default=2, help="cases per figure family (default 2)")
-    args = parser.parse_args(argv)
-    runs = Path(args.runs or "results/runs")
-    if not runs.is_dir():
-        print(f"rmseg-figures: runs root {runs} does not exist; train first (make demo / make reproduce-gs)", file=sys.stderr)
-        return 2
-    if args.runs:
-        jobs = [(runs, Path(args.out))]
-    else:
-        roots = find_runs_roots(runs, [spec for spec, _ in FIGURES])
-        jobs = [(root, Path(args.out) / root.relative_to(runs)) for root in roots]
-    lacking = []
-    for root, out in jobs:
-        written, missing, not_drawn = build_figures(root, out, max_cases=args.cases)
-        for path in written:
-            print(f"wrote {path}")
-        for reason in not_drawn:
-            print(f"not drawn: {reason}")
-        lacking += missing
-    for reason in lacking:
-        print(f"rmseg-figures: cannot draw {reason}", file=sys.stderr)
-    return 1 if lacking else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Before a long sweep: the device, the protocol, the runs still to do and their estimated duration.
 
-    python -m rmseg.preflight experiment=table2/rm4,table2/vnet seed=0,1,2 protocol=paper [any override]
+    python -m rmseg.cli.preflight experiment=table2/rm4,table2/vnet seed=0,1,2 protocol=paper [any override]
 
 Takes the overrides of ``rmseg-train --multirun`` (comma lists and ``glob(...)`` are expanded; other
 sweep forms are taken as one value). Each row still to do (its run folder not complete) is timed for
@@ -39,33 +39,28 @@ def expand(args: Sequence[str]) -> list[list[str]]:
 
 
 def seconds_per_step(cfg, device: torch.device) -> float:
-    """Mean wall time of :data:`TIMED_STEPS` training steps of ``cfg``'s model and loss on random input."""
+    """Mean wall time of :data:`TIMED_STEPS` training steps (``rmseg.engine.loop.Trainer.step``, the step
+    rmseg-train runs, with the config's autocast) of ``cfg``'s model and loss on random input."""
     from rmseg.data.config import as_data_config
     from rmseg.data.resample import factors_of
+    from rmseg.engine.loop import Trainer, build_loss
     from rmseg.models import build_model
-    from rmseg.train import build_loss, build_optimizer
 
     data = as_data_config(cfg.data)
     shape = list(data.image_size if data.spatial_dims == 2 else data.patch_size)
     shape = [s // f for s, f in zip(shape, factors_of(data.downsample, data.spatial_dims))]
-    model = build_model(cfg.model, data).to(device)
-    loss_fn = build_loss(cfg.loss).to(device)
-    optimizer, _ = build_optimizer(model, {k: cfg.optim[k] for k in ("lr", "momentum", "weight_decay", "nesterov",
-                                                                       "lr_step_iters", "lr_gamma")})
+    settings = {"amp": cfg.trainer.amp, "amp_dtype": cfg.trainer.amp_dtype, "channels_last": False, "compile": False}
+    trainer = Trainer(build_model(cfg.model, data).to(device), build_loss(cfg.loss).to(device), cfg.optim, settings,
+                      device=device, spatial_dims=data.spatial_dims)
     generator = torch.Generator().manual_seed(0)
-    image = torch.randn(data.batch_size, data.in_channels, *shape, generator=generator).to(device)
-    label = torch.randint(0, data.num_classes, (data.batch_size, 1, *shape), generator=generator).to(device)
-    context = {"offset": torch.zeros(data.batch_size, len(shape), dtype=torch.int64, device=device),
-               "full_shape": torch.tensor([shape] * data.batch_size, dtype=torch.int64, device=device)}
+    batch = {"image": torch.randn(data.batch_size, data.in_channels, *shape, generator=generator),
+             "label": torch.randint(0, data.num_classes, (data.batch_size, 1, *shape), generator=generator),
+             "offset": torch.zeros(data.batch_size, len(shape), dtype=torch.int64),
+             "full_shape": torch.tensor([shape] * data.batch_size, dtype=torch.int64)}
     times = []
     for _ in range(TIMED_STEPS + 1):
         started = time.perf_counter()
-        with torch.autocast(device.type, dtype=getattr(torch, cfg.trainer.amp_dtype), enabled=cfg.trainer.amp):
-            output = model(image)
-        loss = loss_fn(output.float(), label, **context)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        trainer.step(batch)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - started)
@@ -79,11 +74,11 @@ def duration(seconds: float) -> str:
 
 def report(args: Sequence[str]) -> list[str]:
     """The lines printed by :func:`main` (also the warning, prefixed ``WARNING:``)."""
-    from rmseg.run_dir import run_dir
-    from rmseg.train import _device
+    from rmseg.engine.run_dir import run_dir
+    from rmseg.config.checks import pick_device
 
     jobs = [compose_config(job) for job in expand(args)]
-    device = _device(jobs[0].trainer.device)
+    device = pick_device(jobs[0].trainer.device)
     protocols = sorted({str(cfg.protocol.name) for cfg in jobs})
     todo = [cfg for cfg in jobs if not run_dir(cfg.paths.runs_dir, cfg.name, cfg.seed).final.exists()]
     rates: dict[str, float] = {}

@@ -4,10 +4,12 @@
     rmseg-eval --predictions my_preds/ --data gs --out results/eval/mine [--data-override root=...]
     rmseg-eval --checkpoint .../checkpoint.pt --out results/eval/x --data-override root=data/la2018_compact
 
-A checkpoint carries its resolved config (``data``, ``model``, ``loss``, ``eval``); predictions are label
+A checkpoint carries its resolved config (``data``, ``model`` with its output ``head``, ``eval``); predictions are label
 maps named by case id (``<id>.png`` in 2D, ``<id>.nii.gz`` in 3D) evaluated against the test cases of
 ``--data`` (a name under ``configs/data/`` or a YAML file). Writes ``summary.json`` and
-``per_case.csv`` into ``--out``; an existing ``summary.json`` there is never overwritten.
+``per_case.csv`` into ``--out`` (``rmseg.evaluation.records``: the same keys as a training run's summary,
+with ``eval_time_s`` and the ``checkpoint`` or ``predictions`` evaluated); an existing ``summary.json``
+there is never overwritten. Nothing here imports the training side.
 """
 
 from __future__ import annotations
@@ -22,18 +24,18 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rmseg.checkpoint import read_checkpoint
 from rmseg.config.compose import CONFIG_DIR
+from rmseg.engine.checkpoint import read_checkpoint
 from rmseg.evaluation import (
     eval_config,
-    evaluate_model,
     evaluate_predictions,
+    evaluate_run_model,
     load_prediction_folder,
     read_summary,
+    summary_meta,
+    summary_report,
     write_summary,
 )
-from rmseg.tables import summary_report
-
 
 
 def load_data_config(data: str, overrides: Sequence[str] = ()) -> DictConfig:
@@ -58,15 +60,6 @@ def load_data_config(data: str, overrides: Sequence[str] = ()) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg.data, resolve=True))
 
 
-def loss_probabilities(loss_cfg: dict | None):
-    """The loss's ``probabilities`` (a loss whose head is not a softmax, e.g. SDF), else None (softmax)."""
-    if not loss_cfg:
-        return None
-    from rmseg.train import build_loss
-
-    return getattr(build_loss(OmegaConf.create(loss_cfg)), "probabilities", None)
-
-
 def _check_out(out: Path) -> None:
     if (out / "summary.json").exists():
         raise FileExistsError(f"{out / 'summary.json'} exists; choose another --out (results are never overwritten)")
@@ -78,7 +71,6 @@ def evaluate_checkpoint(
 ) -> Path:
     """Evaluate a run's checkpoint on its data config's test cases, with ``data_overrides`` (``key=value``
     under ``data``, e.g. ``root=/elsewhere`` for the same data at another place); return the summary path."""
-    from rmseg.data import load_test_cases
     from rmseg.models import build_model
 
     out = Path(out)
@@ -107,24 +99,9 @@ def evaluate_checkpoint(
     except RuntimeError as err:
         raise ValueError(f"checkpoint {checkpoint} does not match its model config: {err}") from err
     model.to(device)
-    cases = load_test_cases(cfg["data"])
-    start = time.perf_counter()
-    df = evaluate_model(
-        model, cases, data_cfg=cfg["data"], eval_cfg=ecfg, probabilities_fn=loss_probabilities(cfg.get("loss")),
-        device=device, predictions_dir=out / "predictions",
-    )
-    meta = {
-        "experiment": cfg.get("name", Path(checkpoint).parent.parent.name),
-        "seed": cfg.get("seed"),
-        "dataset": cfg["data"]["name"],
-        "structures": cfg["data"]["structures"],
-        "convention": ecfg.convention,
-        "iterations": ckpt.get("iteration"),
-        "wall_time_s": time.perf_counter() - start,
-        "checkpoint": str(checkpoint),
-    }
-    write_summary(out, df, meta)
-    return out / "summary.json"
+    cfg.setdefault("name", Path(checkpoint).parent.parent.name)
+    return evaluate_run_model(model, cfg, out, eval_cfg=ecfg, device=device, iterations=ckpt.get("iteration"),
+                              train_time_s=ckpt.get("train_time_s"), checkpoint=checkpoint)
 
 
 def evaluate_folder(predictions: str | Path, data_cfg: DictConfig, out: str | Path, *, experiment: str, seed: int | None = None, workers: int = 1) -> Path:
@@ -137,17 +114,8 @@ def evaluate_folder(predictions: str | Path, data_cfg: DictConfig, out: str | Pa
     preds = load_prediction_folder(predictions, [str(c["id"]) for c in cases])
     start = time.perf_counter()
     df = evaluate_predictions(preds, cases, structures=data_cfg["structures"], eval_cfg=eval_config({"workers": workers}))
-    meta = {
-        "experiment": experiment,
-        "seed": seed,
-        "dataset": data_cfg["name"],
-        "structures": OmegaConf.to_container(data_cfg["structures"]) if isinstance(data_cfg, DictConfig) else data_cfg["structures"],
-        "convention": "medpy",
-        "iterations": None,
-        "wall_time_s": time.perf_counter() - start,
-        "predictions": str(predictions),
-    }
-    write_summary(out, df, meta)
+    write_summary(out, df, summary_meta(data_cfg, experiment=experiment, seed=seed, convention="medpy", iterations=None,
+                                        eval_time_s=time.perf_counter() - start, predictions=predictions))
     return out / "summary.json"
 
 

@@ -5,7 +5,7 @@ writes Markdown, CSV and LaTeX (temp file + rename). Without ``--runs``, every r
 ``results/runs`` (a folder holding a table's baseline runs, e.g. ``results/runs/cpu``) is built into
 the same relative folder under ``results/tables``.
 
-Per row and structure, three lines: **rmseg**, **paper** (``rmseg.paper_values``) and **difference**
+Per row and structure, three lines: **rmseg**, **paper** (``rmseg.reporting.paper_values``) and **difference**
 (rmseg - paper), with:
 
 - **mean (std over cases; std over runs)**: mean and std (ddof=0) of the per-case values of every seed
@@ -34,14 +34,9 @@ the modules in :data:`SPEC_MODULES` that exist.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import importlib.util
-import logging
 import math
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,24 +47,22 @@ import pandas as pd
 import yaml
 from scipy.stats import ttest_rel, wilcoxon
 
-from rmseg.evaluation import METRICS, _atomic_write_text, read_summary
-from rmseg.paper_values import DISTANCE_UNIT, MA_2020, PAPER_GRID, SOURCE, published, row_source
+from rmseg.evaluation.per_case import METRIC_NAMES, METRICS, PERCENT
+from rmseg.evaluation.records import MOSTLY_EMPTY, atomic_write_text, empty_predictions, read_summary
+from rmseg.models import complete_model_config
+from rmseg.reporting.paper_values import DISTANCE_UNIT, MA_2020, PAPER_GRID, SOURCE, published, row_source
 
 MISSING = "—"
-METRIC_NAMES = {"dice": "Dice", "jaccard": "Jaccard", "hd95": "95HD", "asd": "ASD"}
-PERCENT = {"dice", "jaccard"}
 DISTANCES = {"hd95", "asd"}
 SEED_DIR = re.compile(r"^seed(\d+)$")
 #: Modules that register further table specs when imported (skipped when absent).
-SPEC_MODULES = ("rmseg.extended_tables",)
+SPEC_MODULES = ("rmseg.reporting.extended_tables",)
 #: Test cases of each dataset's real test split (Drishti-GS official release; Ma et al.'s LA list).
 TEST_SPLIT = {"gs": 51, "la": 20}
 #: Seeds needed for the std over runs and the per-run test.
 MIN_SEEDS = 3
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
-#: A structure of a run is flagged when at least this fraction of its test cases has an empty prediction.
-MOSTLY_EMPTY = 0.5
 #: Resolved-config keys that say where or how fast a run ran, not what it computed: runs of one row
 #: may differ in these (and in the seed).
 IGNORED_CONFIG_KEYS = (
@@ -87,7 +80,7 @@ class TableSpec:
 
     ``rows``: ``(row key, experiment name)`` pairs in print order; the experiment name is the run
     folder under the runs root (``<runs>/<experiment>/seed<k>/``). ``paper``: key of the table in
-    ``rmseg.paper_values.PUBLISHED`` (None: no published values).
+    ``rmseg.reporting.paper_values.PUBLISHED`` (None: no published values).
     """
 
     name: str
@@ -160,7 +153,7 @@ def distance_unit_scale(summary: Mapping[str, Any], config: Mapping[str, Any] | 
     """Paper distance units per unit of a run's distances (None: unknown).
 
     In order: the summary's ``distance_unit_scale``; for a dataset the paper measures on a fixed grid
-    (:data:`rmseg.paper_values.PAPER_GRID`, Drishti-GS 512 x 512), that grid over the grid the run was
+    (:data:`rmseg.reporting.paper_values.PAPER_GRID`, Drishti-GS 512 x 512), that grid over the grid the run was
     evaluated on: the summary's ``eval_grid``, else the run's ``config.yaml`` ``data.image_size`` (summaries
     written before ``eval_grid`` existed). Other datasets (LA) are evaluated on the paper's voxel grid: 1.
     A protocol that evaluates LA on a resampled grid writes ``distance_unit_scale`` into its summaries.
@@ -188,6 +181,8 @@ def _read_config(seed_dir: Path) -> dict | None:
     config = yaml.safe_load(path.read_text())
     if not isinstance(config, dict):
         raise ValueError(f"{path} does not hold a mapping; it should be the resolved config rmseg-train wrote")
+    if isinstance(config.get("model"), dict):  # with the model keys configs gained since it was written
+        config["model"] = complete_model_config(config["model"], config.get("loss"))
     return config
 
 
@@ -401,13 +396,6 @@ def dice_difference_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tup
     return float(d.mean()), float(low), float(high)
 
 
-def empty_predictions(df: pd.DataFrame, structure: str) -> tuple[int, int]:
-    """Cases of a structure whose prediction is empty, and cases in all."""
-    rows = df[df["structure"] == structure]
-    empty = int(rows["pred_empty"].astype(bool).sum()) if "pred_empty" in rows else 0
-    return empty, len(rows)
-
-
 # ---------------------------------------------------------------- the table
 
 
@@ -619,9 +607,9 @@ def write_table(spec: TableSpec, runs_root: str | Path, out_dir: str | Path) -> 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown = render_markdown(spec, df, notes)
-    _atomic_write_text(out_dir / f"{spec.name}.md", markdown)
-    _atomic_write_text(out_dir / f"{spec.name}.csv", df.to_csv(index=False))
-    _atomic_write_text(out_dir / f"{spec.name}.tex", render_latex(spec, df, notes))
+    atomic_write_text(out_dir / f"{spec.name}.md", markdown)
+    atomic_write_text(out_dir / f"{spec.name}.csv", df.to_csv(index=False))
+    atomic_write_text(out_dir / f"{spec.name}.tex", render_latex(spec, df, notes))
     return markdown
 
 
@@ -642,78 +630,3 @@ def find_runs_roots(results_runs: str | Path, specs: Sequence[TableSpec]) -> dic
         if buildable:
             roots[Path(folder)] = buildable
     return roots
-
-
-# ---------------------------------------------------------------- end of a run
-
-
-def summary_report(summary: Mapping[str, Any]) -> list[tuple[int, str]]:
-    """``(logging level, line)`` pairs saying a finished run's mean test metrics per structure, and a
-    warning per structure whose predictions are mostly empty (:data:`MOSTLY_EMPTY`)."""
-    cases = pd.DataFrame(summary["cases"])
-    n = cases["id"].nunique()
-    lines = [(logging.INFO, f"test set: {summary['experiment']} seed {summary['seed']}, {n} cases, mean over cases "
-                            "(Dice and Jaccard in %, 95HD and ASD in pixels/voxels as evaluated)")]
-    for structure in summary["structures"]:
-        rows = cases[cases["structure"] == structure]
-        means = {m: pd.to_numeric(rows[m], errors="coerce").mean() for m in METRICS}
-        shown = "  ".join(f"{METRIC_NAMES[m]} {means[m] * (100 if m in PERCENT else 1):7.2f}" for m in METRICS)
-        lines.append((logging.INFO, f"  {structure:<10} {shown}"))
-        empty, total = empty_predictions(rows, structure)
-        if empty and empty >= MOSTLY_EMPTY * total:
-            lines.append((logging.WARNING, f"{structure}: the prediction is empty in {empty} of {total} test cases; "
-                                           "the model has (almost) not learnt this structure"))
-    return lines
-
-
-def log_summary(path: str | Path, logger: logging.Logger) -> None:
-    """Log :func:`summary_report` of the ``summary.json`` at ``path`` (end of ``rmseg-train``)."""
-    for level, line in summary_report(read_summary(path)):
-        logger.log(level, line)
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmseg-tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", help="one runs root (default: every runs root under results/runs)")
-    parser.add_argument("--out", default="results/tables", help="output folder (default: results/tables; "
-                        "without --runs, each root's tables go to the same relative folder under it)")
-    parser.add_argument("--table", action="append", help=f"table(s) to build (default: all of {list(TABLES)} that "
-                        "have baseline runs; with --runs and --table, built even without)")
-    args = parser.parse_args(argv)
-    for module in SPEC_MODULES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-    unknown = [n for n in args.table or [] if n not in TABLES]
-    if unknown:
-        parser.error(f"unknown table(s) {unknown}; choose from {list(TABLES)}")
-    specs = [TABLES[n] for n in args.table or TABLES]
-    runs = Path(args.runs or "results/runs")
-    if not runs.is_dir():
-        print(f"rmseg-tables: runs root {runs} does not exist; train first (make demo / make reproduce-gs)", file=sys.stderr)
-        return 2
-    if args.runs:
-        jobs = [(runs, Path(args.out), specs if args.table else [s for s in specs if has_runs(runs, s.baseline_experiment)])]
-    else:
-        jobs = [(root, Path(args.out) / root.relative_to(runs), found) for root, found in find_runs_roots(runs, specs).items()]
-    if not any(found for _, _, found in jobs):
-        print(f"rmseg-tables: no baseline runs of {[s.name for s in specs]} under {runs}; train first", file=sys.stderr)
-        return 2
-    try:
-        for root, out, found in jobs:
-            for spec in found:
-                print(write_table(spec, root, out))
-                print(f"written {out / spec.name}.md/.csv/.tex from {root}\n")
-    except ValueError as err:
-        print(f"rmseg-tables: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    # Spec modules register into ``rmseg.tables``, not into this ``__main__`` copy: run that one.
-    from rmseg.tables import main as package_main
-
-    sys.exit(package_main())

@@ -1,11 +1,11 @@
 """Data-parallel training of one run under torchrun (``torch.distributed`` + ``DistributedDataParallel``).
 
-    torchrun --standalone --nproc_per_node=4 -m rmseg.train experiment=table2/rm4
+    torchrun --standalone --nproc_per_node=4 -m rmseg.cli.train experiment=table2/rm4
 
 torchrun is the launcher: it starts one process per device and sets ``WORLD_SIZE``, ``RANK``,
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``. Without them (plain ``rmseg-train``) the run is one
 process and nothing here talks to another process. With them, every process trains the same model on its
-own share of each global batch (``rmseg.sampling.RankShare``), DDP averages the gradients, and rank 0
+own share of each global batch (``rmseg.engine.sampling.RankShare``), DDP averages the gradients, and rank 0
 alone writes the run folder and evaluates; the other ranks wait for it (:meth:`Ranks.wait_for_main`).
 """
 
@@ -48,7 +48,7 @@ class Ranks:
                 raise ValueError(
                     f"this SLURM job step runs {tasks} tasks (SLURM_PROCID={environ.get('SLURM_PROCID', '?')}) but rmseg trains "
                     "one run per process unless torchrun starts it: keep hydra.launcher.tasks_per_node=1 (one job, "
-                    "one GPU, per run), or run torchrun --nproc_per_node=N -m rmseg.train inside one task")
+                    "one GPU, per run), or run torchrun --nproc_per_node=N -m rmseg.cli.train inside one task")
             return cls()
         values = {}
         for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):

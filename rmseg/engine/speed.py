@@ -1,4 +1,4 @@
-"""Training speed switches, shared by ``rmseg.train`` and ``benchmarks.training`` (one implementation, so
+"""Training speed switches, shared by ``rmseg.cli.train`` and ``benchmarks.training`` (one implementation, so
 the benchmark times what the trainer runs): ``trainer.channels_last``, ``trainer.cudnn_benchmark`` and
 ``trainer.compile``. They change how the same computation runs, not what it computes, up to float rounding
 and, for element-wise dropout, the masks drawn (docs/training.md, "Speed switches").
@@ -6,6 +6,8 @@ and, for element-wise dropout, the masks drawn (docs/training.md, "Speed switche
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -43,3 +45,23 @@ def compile_for_training(net: nn.Module, enabled: bool) -> nn.Module:
     """``torch.compile(net)`` if ``enabled``, else ``net``. The compiled wrapper only runs the forward pass:
     save and load the state dict of the module it wraps (keys without ``_orig_mod.``)."""
     return torch.compile(net) if enabled else net
+
+
+@contextmanager
+def process_settings(num_threads: int | None, quiet: bool) -> Iterator[None]:
+    """Inside: ``num_threads`` CPU threads (None: unchanged) and, with ``quiet`` (ranks other than 0), rmseg's
+    log at WARNING; on leaving, the thread count, rmseg's log level and cuDNN's flags as they were."""
+    import logging
+
+    threads, level = torch.get_num_threads(), logging.getLogger("rmseg").level
+    cudnn = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        if num_threads is not None:
+            torch.set_num_threads(num_threads)
+        if quiet:
+            logging.getLogger("rmseg").setLevel(logging.WARNING)
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        logging.getLogger("rmseg").setLevel(level)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = cudnn

@@ -139,3 +139,23 @@ def complete(run: RunDir) -> Path:
         raise FileExistsError(f"{run.final} appeared while this run was training: left the run in {run.tmp}")
     os.rename(run.tmp, run.final)
     return run.final
+
+
+@contextmanager
+def log_file(path: Path | None) -> Iterator[None]:
+    """Log rmseg's INFO messages and everyone's warnings to ``path`` (appending on resume) while inside;
+    nothing for ``path`` None (the ranks other than 0)."""
+    if path is None:
+        yield
+        return
+    handler = logging.FileHandler(path)
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if logging.getLogger("rmseg").level == logging.NOTSET:
+        logging.getLogger("rmseg").setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -97,3 +97,20 @@ class RankShare(Sampler):
         for index, position in self.stream:
             if (position % self.batch_size) // self.share == self.rank:
                 yield index, position
+
+
+def train_batches(dataset: Any, batch_size: int, num_workers: int, seed: int, start_iteration: int, ranks: Any,
+                  device: torch.device) -> Iterator[dict[str, Any]]:
+    """Batches from iteration ``start_iteration`` on: this rank's share of each global batch of ``batch_size``
+    (``ranks``: ``rmseg.engine.distributed.Ranks``), in pinned memory for a CUDA ``device`` so the copy to the
+    GPU runs asynchronously."""
+    from torch.utils.data import DataLoader
+
+    sampler: Sampler = ResumableSampler(len(dataset), seed, start=start_iteration * batch_size)
+    if ranks.enabled:
+        sampler = RankShare(sampler, batch_size, ranks.rank, ranks.world_size)
+    # its own generator: the loader's base seed must not draw from the global RNG (restored on resume)
+    loader = DataLoader(SeededItems(dataset, seed), batch_size=ranks.share(batch_size), sampler=sampler,
+                        num_workers=num_workers, persistent_workers=num_workers > 0,
+                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(seed))
+    return iter(loader)

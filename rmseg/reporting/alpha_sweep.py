@@ -12,22 +12,21 @@ so a point ``alpha`` of this sweep is the sum with weight ``alpha / N``: the tab
 gradient share is the norm of the RM term's gradient with respect to the logits over that of CE + Dice
 (``curve.csv``, ``share_ResidualMomentLoss``), averaged over the logged iterations and the seeds.
 
-    python -m rmseg.alpha_sweep --runs results/runs/small --table table1
+    python -m rmseg.cli.alpha_sweep --runs results/runs/small --table table1
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from rmseg.tables import (
+from rmseg.evaluation.records import read_curve
+from rmseg.reporting.tables import (
     TABLE1,
     TABLE2,
     TableSpec,
@@ -81,7 +80,7 @@ def gradient_share(runs_root: Path, experiment: str, seeds: Sequence[int]) -> fl
     for seed in seeds:
         path = runs_root / experiment / f"seed{seed}" / "curve.csv"
         if path.is_file():
-            curve = pd.read_csv(path)
+            curve = read_curve(path)
             if SHARE in curve:
                 shares.append(float(curve[SHARE].mean()))
     return float(np.mean(shares)) if shares else math.nan
@@ -206,35 +205,3 @@ def plot(spec: TableSpec, df: pd.DataFrame, out: Path) -> Path:
     plt.close(fig)
     tmp.replace(out)
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rmseg-alpha-sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", required=True, help="the protocol's runs root, e.g. results/runs/cpu")
-    parser.add_argument("--table", required=True, choices=sorted(SPECS))
-    parser.add_argument("--figures", default=None, help="figure folder (default: results/figures/<protocol>)")
-    parser.add_argument("--tables", default=None, help="table folder (default: results/tables/<protocol>)")
-    args = parser.parse_args(argv)
-    runs, spec = Path(args.runs), SPECS[args.table]
-    df = collect(runs, spec)
-    if df.empty or (df["row"] == spec.baseline).all():
-        print(f"rmseg-alpha-sweep: no swept point of {spec.name} under {runs / SWEEP_DIR}: run make sweep-alpha first",
-              file=sys.stderr)
-        return 2
-    protocol = runs.name if runs.name != "runs" else "paper"
-    figures = Path(args.figures or f"results/figures/{protocol}")
-    tables = Path(args.tables or f"results/tables/{protocol}")
-    tables.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(spec, df)
-    for suffix, text in (("md", markdown + "\n"), ("csv", df.to_csv(index=False))):
-        path = tables / f"alpha_{args.table}.{suffix}"
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    print(markdown)
-    print(f"wrote {plot(spec, df, figures / f'alpha_{args.table}.png')}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
