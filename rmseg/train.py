@@ -548,4 +548,9 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    # `python -m rmseg.train` (the Makefile's): run the cli of the imported module, not of __main__, so that a
+    # launcher pickling the task function (launcher=slurm, submitit) pickles rmseg.train.main by reference;
+    # pickled by value from __main__ it drags in this module's globals, torch.backends among them (unpicklable)
+    from rmseg.train import cli as _imported_cli
+
+    _imported_cli()
