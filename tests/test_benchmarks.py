@@ -19,6 +19,8 @@ from benchmarks.scaling import benchmark_sizes, plot
 from benchmarks.time_to_table import estimate
 from benchmarks.training import TrainStep, benchmark_setting, setting_config, synthetic_batches
 
+from conftest import tol
+
 CPU = torch.device("cpu")
 # Narrow networks keep the smoke runs fast; the code path is the one the full sizes take.
 SMALL_UNET = "model.channels=[4,8,16,32,64]"
@@ -157,7 +159,8 @@ def test_training_compile_path_runs_on_cpu():
     assert result["skipped"] == {}, result["skipped"]
     compiled = result["variants"][1]
     assert compiled["variant"] == "compile" and compiled["median_s"] > 0 and len(compiled["losses"]) == 3
-    assert compiled["curve_max_rel_diff"] < 1e-3
+    # inductor reorders the float32 sums over the batch's 2 x 32 x 32 pixels (any order)
+    assert compiled["curve_max_rel_diff"] < tol(torch.float32, 2 * 32 * 32)
 
 
 def test_training_rejects_untimed_runs():
@@ -182,7 +185,8 @@ def test_losses_quick_report_times_every_loss_and_edt_backend(tmp_path):
         assert all(f"| {case} | {rows[name]['shape']} | {name} |" in markdown for name in rows), case
         edt = {r["backend"]: r for r in report["edt"] if r["case"] == case}
         assert "scipy" in edt and all(r["median_s"] > 0 for r in edt.values())
-        assert all(r["max_abs_diff_vs_scipy"] < 1e-3 for r in edt.values())  # both backends are exact
+        # both backends are exact: float32 distances (a few roundings) up to the sum of the sides
+        assert all(r["max_abs_diff_vs_scipy"] < tol(torch.float32) * sum(shape[2:]) for r in edt.values())
 
 
 # ---------------------------------------------------------------- inference

@@ -85,7 +85,8 @@ def test_ci_runs_exactly_the_readme_test_command(repo_root):
     lines = [line.strip() for line in ci.read_text().splitlines()]
     assert lines[0].startswith("#!") and "bash" in lines[0]
     steps = [line for line in lines[1:] if line and not line.startswith("#")
-             and not line.startswith("set ") and not line.startswith("cd ")]
+             and not line.startswith("set ") and not line.startswith("cd ")
+             and line != "scripts/slurm_localhost.sh install"]  # optional system packages (SLURM), never fails
     assert steps == test_command
     # it runs from the repository root, where the Makefile is
     assert 'cd "$(dirname "$0")/.."' in lines

@@ -30,6 +30,8 @@ from rmseg.cli.train import train
 from rmseg.config.checks import float16_amp_available
 from rmseg.engine.checkpoint import config_differences, load_checkpoint
 
+from conftest import tol
+
 TINY_GS = ["data=gs_synthetic", "data.image_size=[32,32]", "data.synthetic.shape=[48,48]", "data.synthetic.num_train=4",
            "data.synthetic.num_test=2", "data.batch_size=2", "model.channels=[4,8,16]", "model.strides=[2,2]"]
 TINY_LA = ["data=la_synthetic", "data.patch_size=[16,16,16]", "data.synthetic.shape=[24,24,16]", "data.synthetic.num_train=2",
@@ -74,7 +76,9 @@ def test_smoke_run_writes_a_complete_run_folder(experiment, tmp_path, data_dir):
     assert list(curve.columns) == ["iteration", "lr", "loss", "ce_dice", term, "total", "grad_ce_dice", f"grad_{term}",
                                    f"share_{term}"]
     assert curve["iteration"].tolist() == [1, 2, 3, 4] and (curve[["grad_ce_dice", f"grad_{term}"]] > 0).all().all()
-    assert np.allclose(curve[f"share_{term}"], curve[f"grad_{term}"] / curve["grad_ce_dice"])
+    # the same float64 division of the same written values (repr round-trips)
+    assert np.allclose(curve[f"share_{term}"], curve[f"grad_{term}"] / curve["grad_ce_dice"], rtol=tol(torch.float64, ops=2),
+                       atol=0)
     summary = json.loads((final / "summary.json").read_text())
     assert (summary["experiment"], summary["seed"], summary["iterations"]) == (experiment, 0, 4)
     structures = {"table1": {"disc", "cup"}, "table2": {"atrium"}}[experiment.split("/")[0]]
@@ -529,9 +533,13 @@ def test_compile_trains_along_the_plain_curve_and_resumes_uncompiled(tmp_path, d
     resumed_losses = _record_training(monkeypatch)["losses"]
     final = train(tiny("table1/rm20", tmp_path / "run", data_dir, *extra, "resume=true"))  # compile=false
     assert len(compiled["losses"]) == 2 and len(resumed_losses) == 1
-    assert max_rel_diff(compiled["losses"] + resumed_losses, plain["losses"]) < 1e-4
+    # inductor reorders the float32 sums over the batch's 2 x 32 x 32 pixels (CE mean, Dice sums) in any order;
+    # a weight moves by updates smaller than itself, so its difference stays within that relative to the tensor
+    bound = tol(torch.float32, 2 * 32 * 32)
+    assert max_rel_diff(compiled["losses"] + resumed_losses, plain["losses"]) < bound
     for key, value in final_weights(reference).items():
-        torch.testing.assert_close(final_weights(final)[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(final_weights(final)[key], value, rtol=bound, atol=bound * value.abs().max().item(),
+                                   msg=key)
 
 
 @pytest.mark.parametrize("enabled", [True, False])

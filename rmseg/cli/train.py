@@ -156,4 +156,9 @@ def cli() -> None:
 
 
 if __name__ == "__main__":
-    cli()
+    # `python -m rmseg.cli.train` (the Makefile's): run the cli of the imported module, not of __main__, so
+    # that a launcher pickling the task function (launcher=slurm, submitit) pickles it by reference; pickled
+    # by value from __main__ it drags in this module's globals, torch.backends among them (unpicklable)
+    from rmseg.cli.train import cli as _imported_cli
+
+    _imported_cli()
