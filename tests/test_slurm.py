@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rmseg.run_dir import run_dir
+from rmseg.engine.run_dir import run_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "scripts" / "slurm_localhost.sh"
