@@ -9,7 +9,6 @@ import torch
 from rmseg.losses._map_weighted import DistanceMapLossBase
 from rmseg.losses._utils import check_choice, prepare_probabilities_and_onehot, reduce_batch
 from rmseg.losses.distance_maps import (
-    DEFAULT_BACKEND,
     foreground_distance_map,
     maps_to_device,
     masks_to_host,
@@ -46,31 +45,18 @@ class HausdorffDistanceLoss(DistanceMapLossBase):
         variant: ``"foreground"`` (default) or ``"inside_outside"``.
         distance_exponent: exponent ``a`` of the distances, > 0 (Karimi & Salcudean's alpha).
         include_background: include channel 0 (default False).
-        activation: ``"softmax"`` (default), ``"sigmoid"`` or None (input already probabilities).
-        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
-        reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
-        backend: EDT backend of the foreground variant, ``"edt"`` or ``"scipy"`` (``inside_outside``
-            always uses scipy in float64, as MONAI does).
-        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
-            keyed by mask content); 0 (default) computes them at every call.
+        backend: EDT backend of the foreground variant (``inside_outside`` always uses scipy in float64,
+            as MONAI does).
+        activation, to_onehot_y, reduction, cache_size: see
+            :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims (``inside_outside``: 2 or 3), target
     ``(B, 1, *S)`` or ``(B, C, *S)``.
     """
 
-    def __init__(
-        self,
-        variant: str = "foreground",
-        distance_exponent: float = 2.0,
-        include_background: bool = False,
-        activation: str | None = "softmax",
-        to_onehot_y: bool = True,
-        reduction: str = "mean",
-        backend: str = DEFAULT_BACKEND,
-        cache_size: int = 0,
-    ) -> None:
+    def __init__(self, variant: str = "foreground", distance_exponent: float = 2.0, **options) -> None:
         check_choice("variant", variant, VARIANTS)
-        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)
+        super().__init__(**options)
         if isinstance(distance_exponent, bool) or not isinstance(distance_exponent, (int, float)) or not distance_exponent > 0:
             raise ValueError(f"distance_exponent={distance_exponent!r} must be a positive number (Karimi & Salcudean use 2)")
         self.variant = variant
