@@ -32,6 +32,13 @@ class BoundaryLoss(MapWeightedLoss):
             :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> loss = BoundaryLoss()
+        >>> loss(torch.randn(2, 2, 32, 32), torch.randint(0, 2, (2, 1, 32, 32))).shape
+        torch.Size([])
     """
 
     ground_truth_map = staticmethod(signed_distance_map)

@@ -51,7 +51,12 @@ class HausdorffDistanceLoss(DistanceMapLossBase):
             :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims (``inside_outside``: 2 or 3), target
-    ``(B, 1, *S)`` or ``(B, C, *S)``.
+    ``(B, 1, *S)`` or ``(B, C, *S)``. Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> hd = HausdorffDistanceLoss(variant="inside_outside", distance_exponent=2.0)
+        >>> value = hd(torch.randn(4, 3, 64, 64, requires_grad=True), torch.randint(0, 3, (4, 1, 64, 64)))
     """
 
     def __init__(self, variant: str = "foreground", distance_exponent: float = 2.0, **options) -> None:

@@ -29,6 +29,12 @@ class RegionWiseLoss(MapWeightedLoss):
             :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> RegionWiseLoss(reduction="none")(torch.randn(2, 3, 16, 16, 8), torch.randint(0, 3, (2, 1, 16, 16, 8))).shape
+        torch.Size([2])
     """
 
     ground_truth_map = staticmethod(rectified_region_map)

@@ -44,6 +44,13 @@ class SignedDistanceLoss(DistanceMapLossBase):
             covers the foreground classes only).
 
     Shapes: output ``(B, C, *S)``, ``C >= 2``, 1 to 3 spatial dims; target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> sdf = SignedDistanceLoss(k=1500.0, sdf_weight=10.0)
+        >>> output = torch.randn(1, 2, 48, 48, 32)
+        >>> value, probs = sdf(output, torch.randint(0, 2, (1, 1, 48, 48, 32))), sdf.probabilities(output)
     """
 
     def __init__(self, k: float = 1500.0, sdf_weight: float = 10.0, dice_weight: float = 1.0, smooth: float = 1e-5,
