@@ -36,8 +36,15 @@ __all__ = [
     "check_test_split",
     "data_root",
     "dataset_for",
+    "default_prepared_dir",
     "load_test_cases",
+    "prepare",
 ]
+
+
+def default_prepared_dir(cfg: Any) -> Path:
+    """``DATA_DIR/prepared/<name>_<source>_<parameters>``, where a data config without ``prepared_dir`` prepares."""
+    return dataset_for(cfg).default_prepared_dir
 
 
 def data_root(cfg: Any) -> Path:
@@ -45,6 +52,11 @@ def data_root(cfg: Any) -> Path:
     stand-in is written first if needed; for LA, a raw challenge release is prepared into UA-MT's h5
     layout under ``prepared_dir``."""
     return dataset_for(cfg).root()
+
+
+def prepare(cfg: Any) -> Path:
+    """Root of the ready-to-read data: the prepared Drishti-GS folder or the UA-MT LA root."""
+    return dataset_for(cfg).prepare()
 
 
 @contextmanager

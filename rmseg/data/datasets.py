@@ -37,12 +37,14 @@ class SegmentationDataset:
         self.cfg = cfg
 
     @property
-    def prepared_dir(self) -> Path:
-        """``cfg.prepared_dir``, else ``DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs
-        name the same folder)."""
-        if self.cfg.prepared_dir:
-            return Path(self.cfg.prepared_dir)
+    def default_prepared_dir(self) -> Path:
+        """``DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
         return DATA_DIR / "prepared" / f"{self.cfg.name}_{self.cfg.source}_{self.preparation_name()}"
+
+    @property
+    def prepared_dir(self) -> Path:
+        """``cfg.prepared_dir``, else :attr:`default_prepared_dir`."""
+        return Path(self.cfg.prepared_dir) if self.cfg.prepared_dir else self.default_prepared_dir
 
     def preparation_name(self) -> str:
         """The preparation's parameters, as they appear in the default prepared folder's name."""
