@@ -9,6 +9,7 @@ current directory).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +20,11 @@ from monai.transforms import Compose
 
 from rmseg.data import drishti, la
 from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, SyntheticConfig, as_data_config
-from rmseg.data.datasets import DATA_DIR, DrishtiGS, LA2018, SegmentationDataset, dataset_for
+from rmseg.data.datasets import DrishtiGS, LA2018, SegmentationDataset, dataset_for
 from rmseg.data.resample import factors_of
+
+#: ``$RMSEG_ROOT/data``, else ``data/`` of the current directory (as ``paths.data_dir``)
+DATA_DIR = Path(os.environ.get("RMSEG_ROOT") or ".") / "data"
 
 __all__ = [
     "DATA_DIR",

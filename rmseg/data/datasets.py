@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,10 +17,6 @@ from rmseg.data import drishti, la
 from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, as_data_config
 from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
 from rmseg.data.transforms import drishti_transforms, la_transforms
-
-#: ``$RMSEG_ROOT/data``, else ``data/`` of the current directory (as ``paths.data_dir``)
-DATA_DIR = Path(os.environ.get("RMSEG_ROOT") or ".") / "data"
-
 
 class SegmentationDataset:
     """A dataset under one data config ``cfg``: :meth:`prepare` (the root ready to read, written or prepared
@@ -38,8 +33,10 @@ class SegmentationDataset:
 
     @property
     def default_prepared_dir(self) -> Path:
-        """``DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
-        return DATA_DIR / "prepared" / f"{self.cfg.name}_{self.cfg.source}_{self.preparation_name()}"
+        """``rmseg.data.DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
+        from rmseg import data  # the package's DATA_DIR, read when used (callers and tests may set it)
+
+        return data.DATA_DIR / "prepared" / f"{self.cfg.name}_{self.cfg.source}_{self.preparation_name()}"
 
     @property
     def prepared_dir(self) -> Path:
