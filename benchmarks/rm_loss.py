@@ -10,9 +10,7 @@ Variants: CE+Dice alone, as MONAI ``DiceCELoss`` on the logits ("DiceCELoss", th
 log-softmax per call, CE = NLL of it, Dice on its exp); plus RM written literally from the paper
 (weights rebuilt on every call, one ``(mu(P) - mu(G))^2`` per order: "naive"); plus rmseg's
 ``ResidualMomentLoss`` on the logits (one cached fused weight map, its own softmax, autograd: "fused");
-plus the same loss on the shared probabilities (``from_probabilities``, analytic gradient: "shared");
-and with ``--compile`` the fused and shared variants with ``compile=True`` (loss and gradient each one
-``torch.compile`` kernel). The variants of one case are timed in interleaved rounds (one call of each
+plus the same loss on the shared probabilities (``from_probabilities``, autograd: "shared"). The variants of one case are timed in interleaved rounds (one call of each
 per round), so a load change on a shared machine hits all of them alike. Each variant with RM is
 compared with the CE+Dice of its own path (``added_vs_ce_dice_pct``) and with ``DiceCELoss``
 (``added_vs_dicece_pct``). The naive, fused and shared values are compared and the difference recorded.
@@ -23,12 +21,11 @@ of ``configs/model/unet2d.yaml``, 64..1024, and 16..256 with ``--quick`` or ``--
 CE+Dice and with CE+Dice+RM, unshared and shared.
 
     python -m benchmarks.rm_loss [--quick] [--repeats N] [--step-repeats N] [--step-channels 16,32,64,128,256]
-        [--compile] [--device auto|cpu|cuda]
+        [--device auto|cpu|cuda]
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +35,7 @@ from monai.networks.utils import one_hot
 from omegaconf import OmegaConf
 from torch import nn
 
-from benchmarks.common import bench_parser, markdown_table, synchronize, time_interleaved, write_report
+from benchmarks.common import bench_parser, markdown_table, time_interleaved, write_report
 from rmseg.losses import ResidualMomentLoss, SegmentationLoss
 from rmseg.losses._utils import prepare_probabilities_and_onehot
 
@@ -79,7 +76,7 @@ def median(values: list[float]) -> float:
 BASE_UNSHARED, BASE_SHARED = "CE+Dice (DiceCELoss)", "CE+Dice shared"
 
 
-def loss_variants(orders, compile_rm: bool) -> dict[str, nn.Module]:
+def loss_variants(orders) -> dict[str, nn.Module]:
     """Name -> loss taking ``(logits, labels)``; ``alone`` variants take the logits (``RM shared alone``
     takes probabilities, see :func:`bench_losses`)."""
     naive, fused = NaiveResidualMomentLoss(orders), ResidualMomentLoss(orders)
@@ -93,12 +90,6 @@ def loss_variants(orders, compile_rm: bool) -> dict[str, nn.Module]:
         "RM fused alone": fused,
         "RM shared alone": fused,
     }
-    if compile_rm:
-        compiled = ResidualMomentLoss(orders, compile=True)
-        variants["CE+Dice+RM fused+compile"] = SegmentationLoss([compiled], share_activation=False)
-        variants["CE+Dice+RM shared+compile"] = SegmentationLoss([compiled], share_activation=True)
-        variants["RM fused+compile alone"] = compiled
-        variants["RM shared+compile alone"] = compiled
     return variants
 
 
@@ -107,13 +98,13 @@ def baseline_of(name: str) -> str:
     return BASE_SHARED if "shared" in name else BASE_UNSHARED
 
 
-def bench_losses(case: str, shape, orders, device, repeats: int, compile_rm: bool) -> list[dict]:
+def bench_losses(case: str, shape, orders, device, repeats: int) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(shape, generator=generator).to(device).requires_grad_(True)
     labels = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=generator).to(device)
     probs = torch.softmax(logits.detach(), dim=1).requires_grad_(True)
     labels_one_hot = one_hot(labels, num_classes=shape[1], dim=1, dtype=probs.dtype)  # as SegmentationLoss shares it
-    variants = loss_variants(orders, compile_rm)
+    variants = loss_variants(orders)
 
     def step(name: str, loss: nn.Module) -> Callable[[], None]:
         if name.startswith("RM shared"):  # RM's own cost on given probabilities: no activation
@@ -127,14 +118,6 @@ def bench_losses(case: str, shape, orders, device, repeats: int, compile_rm: boo
 
         return run
 
-    compile_s = None
-    if compile_rm:
-        start = time.perf_counter()
-        step("RM fused+compile alone", variants["RM fused+compile alone"])()
-        step("RM shared+compile alone", variants["RM shared+compile alone"])()
-        step("CE+Dice+RM shared+compile", variants["CE+Dice+RM shared+compile"])()
-        synchronize(device)
-        compile_s = time.perf_counter() - start
     times = time_interleaved({name: step(name, loss) for name, loss in variants.items()}, repeats, 1, device)
     with torch.no_grad():
         naive = variants["RM naive alone"](logits, labels).item()
@@ -162,13 +145,12 @@ def bench_losses(case: str, shape, orders, device, repeats: int, compile_rm: boo
                 "rm_shared_value": shared,
                 "rm_rel_diff": max(abs(naive - fused), abs(shared - fused)) / abs(fused),
                 "ce_dice_rel_diff": abs(base_values[BASE_SHARED] - base_values[BASE_UNSHARED]) / base_values[BASE_UNSHARED],
-                "first_calls_with_compile_s": compile_s if name.endswith("compile") else None,
             }
         )
     return rows
 
 
-def bench_training_step(size: int, channels: tuple[int, ...], device, repeats: int, compile_rm: bool) -> list[dict]:
+def bench_training_step(size: int, channels: tuple[int, ...], device, repeats: int) -> list[dict]:
     generator = torch.Generator().manual_seed(0)
     images = torch.randn((4, 3, size, size), generator=generator).to(device)
     labels = torch.randint(0, 3, (4, 1, size, size), generator=generator).to(device)
@@ -182,10 +164,6 @@ def bench_training_step(size: int, channels: tuple[int, ...], device, repeats: i
         "UNet step CE+Dice+RM fused": SegmentationLoss([fused], share_activation=False),
         "UNet step CE+Dice+RM shared": SegmentationLoss([fused], share_activation=True),
     }
-    if compile_rm:
-        compiled = ResidualMomentLoss(ORDERS_2D, compile=True)
-        losses["UNet step CE+Dice+RM fused+compile"] = SegmentationLoss([compiled], share_activation=False)
-        losses["UNet step CE+Dice+RM shared+compile"] = SegmentationLoss([compiled], share_activation=True)
 
     logits = torch.randn((4, 3, size, size), generator=generator).to(device).requires_grad_(True)
     probs = torch.softmax(logits.detach(), dim=1).requires_grad_(True)
@@ -270,7 +248,6 @@ def summary_lines(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = bench_parser("Residual moment loss: cost over CE+Dice, naive vs fused vs shared, share of a UNet step")
-    parser.add_argument("--compile", action="store_true", help="also time the torch.compile kernels")
     parser.add_argument("--step-size", type=int, default=None, help="UNet step image size (default 512; 128 with --quick)")
     parser.add_argument("--skip-step", action="store_true", help="do not time the UNet training step")
     parser.add_argument("--step-repeats", type=int, default=None, help="UNet step repeats (default min(repeats, 5))")
@@ -306,10 +283,10 @@ def main() -> None:
 
     rows: list[dict] = []
     for device in devices:
-        rows += bench_losses(f"2D {'x'.join(map(str, shape_2d))}, 3 orders", shape_2d, ORDERS_2D, device, repeats, args.compile)
-        rows += bench_losses(f"3D {'x'.join(map(str, shape_3d))}, 4 orders", shape_3d, ORDERS_3D, device, repeats, args.compile)
+        rows += bench_losses(f"2D {'x'.join(map(str, shape_2d))}, 3 orders", shape_2d, ORDERS_2D, device, repeats)
+        rows += bench_losses(f"3D {'x'.join(map(str, shape_3d))}, 4 orders", shape_3d, ORDERS_3D, device, repeats)
         if not args.skip_step:
-            rows += bench_training_step(step_size, step_channels, device, args.step_repeats or max(1, min(repeats, 5)), args.compile)
+            rows += bench_training_step(step_size, step_channels, device, args.step_repeats or max(1, min(repeats, 5)))
 
     table = markdown_table(
         rows,
@@ -336,9 +313,7 @@ def main() -> None:
         f"## All rows\n\n{table}\n{gpu_line}{note}\n"
         "naive = Eq. 4 literally (weights rebuilt every call, one term per order); fused = "
         "`ResidualMomentLoss` on the logits (one cached weight map, autograd); shared = the same loss on "
-        "`SegmentationLoss`'s shared probabilities (`from_probabilities`, analytic gradient); +compile = "
-        "`compile=True` (loss and analytic gradient each one `torch.compile` kernel; "
-        "`first_calls_with_compile_s` in the JSON is the first calls, compilation included). Largest "
+        "`SegmentationLoss`'s shared probabilities (`from_probabilities`, autograd). Largest "
         "relative difference between naive, fused and shared RM values: "
         f"{max(r.get('rm_rel_diff') or 0.0 for r in rows):.2e}; between shared CE+Dice and `DiceCELoss`: "
         f"{max(r.get('ce_dice_rel_diff') or 0.0 for r in rows):.2e}.\n"

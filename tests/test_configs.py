@@ -177,3 +177,34 @@ def test_slurm_launcher_composes():
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert launcher.gpus_per_node == 1 and launcher.timeout_min == 720
     assert cfg.name == "table2/rm4"
+
+
+def test_schemas_are_no_group_options():
+    """``--help`` and tab completion list a group's options through the config loader: no schema among them,
+    and a schema cannot be picked as an option."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from rmseg.config.schema import register
+
+    register()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        for group in ("data", "model", "eval", "loss", "experiment/table1"):
+            options = loader.get_group_options(group)
+            assert options and not [o for o in options if "schema" in o], (group, options)
+        assert "table1_base" not in loader.get_group_options("experiment/table1")
+    with pytest.raises(MissingConfigException, match="gs_schema"):
+        compose_config(["experiment=table1/rm20", "data=gs_schema"])
+    # that the schemas still check every key: test_misspelt_keys_fail_at_composition_naming_the_key
+
+
+def test_table_rows_share_their_base():
+    """Every Table 1 / Table 2 row gets data, model, optimizer and trainer from its table's base; the data
+    config holds the batch the rows use."""
+    for row in experiment_names("table1"):
+        cfg = compose_config([f"experiment={row}"])
+        assert (cfg.data.name, cfg.model.name, cfg.optim.lr, cfg.data.batch_size) == ("gs", "unet2d", 1e-3, 4)
+    for row in experiment_names("table2"):
+        cfg = compose_config([f"experiment={row}"])
+        assert (cfg.data.name, cfg.model.name, cfg.data.batch_size) == ("la", "vnet3d", 4)

@@ -57,7 +57,7 @@ def test_schedule_drives_segmentation_loss() -> None:
     boundary = BoundaryLoss()
     loss = SegmentationLoss(terms=[boundary], alpha=1.0, schedule=RebalanceSchedule())
     base = SegmentationLoss(terms=[], alpha=0.0)
-    loss.set_epoch(30)  # alpha = 0.7
+    loss.set_epoch(30)  # base weight 0.7
     expected = 0.7 * base(x, y) + 0.3 * boundary(x, y)
     bound = tol(torch.float32, 2 * 2 * 8 * 8)  # float32 sums over the batch's voxels and classes; terms O(1)
     torch.testing.assert_close(loss(x, y), expected, rtol=bound, atol=bound)
@@ -277,7 +277,7 @@ def test_reduction_and_batch(name: str) -> None:
         (lambda: BoundaryLoss(reduction="avg"), "reduction"),
         (lambda: BoundaryLoss(activation="relu"), "activation"),
         (lambda: HausdorffDistanceLoss(variant="both"), "variant"),
-        (lambda: HausdorffDistanceLoss(alpha=0), "alpha"),
+        (lambda: HausdorffDistanceLoss(distance_exponent=0), "distance_exponent"),
         (lambda: RegionWiseLoss(backend="gpu"), "backend"),
         (lambda: SignedDistanceLoss(k=0), "k"),
         (lambda: SignedDistanceLoss(sdf_weight=0, dice_weight=0), "empty"),
@@ -408,16 +408,16 @@ def test_hausdorff_one_copy_gives_the_maps_of_before(dtype: torch.dtype, variant
     x = (torch.randn(shape) * 3).to(dtype).requires_grad_()
     y = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]))
     y[0] = 0  # a sample without foreground
-    for include_background, alpha in ((False, 2.0), (True, 1.5)):
-        kwargs = dict(variant=variant, alpha=alpha, include_background=include_background, reduction="none")
+    for include_background, exponent in ((False, 2.0), (True, 1.5)):
+        kwargs = dict(variant=variant, distance_exponent=exponent, include_background=include_background, reduction="none")
         ours = HausdorffDistanceLoss(**kwargs)(x, y)
         probs, onehot = prepare_probabilities_and_onehot(x, y, "softmax", True, include_background)
         if variant == "foreground":
             d_gt = foreground_distance_map(onehot > 0.5).to(probs.dtype)
             d_pred = foreground_distance_map(probs.detach() > 0.5).to(probs.dtype)
-            before = ((probs - onehot) ** 2 * (d_gt**alpha + d_pred**alpha)).flatten(1).mean(1)
+            before = ((probs - onehot) ** 2 * (d_gt**exponent + d_pred**exponent)).flatten(1).mean(1)
         else:
-            before = HausdorffDTLoss(alpha=alpha, include_background=True, reduction="none")(probs, onehot)
+            before = HausdorffDTLoss(alpha=exponent, include_background=True, reduction="none")(probs, onehot)
             before = before.flatten(1).mean(1)
         assert ours.dtype == before.dtype and torch.equal(ours, before)
         assert torch.equal(*(torch.autograd.grad(v.sum(), x)[0] for v in (ours, before)))

@@ -170,14 +170,15 @@ MODEL_SCHEMAS = {"unet2d": UNet2dConfig, "vnet3d": VNet3dConfig, "monai_vnet": M
 
 
 def register() -> None:
-    """Store the schemas: ``rmseg_schema`` (root), ``model/<name>_schema``, ``data/<name>_schema``, ``eval/schema``."""
+    """Store the schemas as root-level configs: ``rmseg_schema`` (the root), ``model_<name>_schema``,
+    ``data_<name>_schema`` and ``eval_schema``. A group file extends its schema with
+    ``- /data_gs_schema@_here_`` in its defaults. Outside any group, a schema is no option of one: neither
+    ``--help`` nor tab completion lists it, and ``data=gs_schema`` is refused."""
     from rmseg.data.config import DrishtiConfig, LAConfig
     from rmseg.evaluation import EvalConfig
 
+    nodes = {"rmseg_schema": RmsegConfig, "data_gs_schema": DrishtiConfig, "data_la_schema": LAConfig,
+             "eval_schema": EvalConfig, **{f"model_{name}_schema": node for name, node in MODEL_SCHEMAS.items()}}
     cs = ConfigStore.instance()
-    cs.store(name="rmseg_schema", node=RmsegConfig)
-    for name, node in MODEL_SCHEMAS.items():
-        cs.store(group="model", name=f"{name}_schema", node=node)
-    cs.store(group="data", name="gs_schema", node=DrishtiConfig)
-    cs.store(group="data", name="la_schema", node=LAConfig)
-    cs.store(group="eval", name="schema", node=EvalConfig)
+    for name, node in nodes.items():
+        cs.store(name=name, node=node)

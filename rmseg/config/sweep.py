@@ -27,14 +27,24 @@ DEFAULT_DATA = "gs_synthetic"  # configs/config.yaml's data default
 
 
 def experiment_data(experiment: str) -> str:
-    """The ``data`` choice of an experiment file (its ``override /data``), else the default."""
-    defaults = OmegaConf.load(CONFIG_DIR / "experiment" / f"{experiment}.yaml").get("defaults") or []
+    """The ``data`` choice of an experiment file (its ``override /data``, or that of a base config it
+    includes such as ``- /table1_base``), else the default."""
+    return _data_choice(CONFIG_DIR / "experiment" / f"{experiment}.yaml") or DEFAULT_DATA
+
+
+def _data_choice(path) -> str | None:
+    defaults = OmegaConf.load(path).get("defaults") or []
     for entry in defaults:
         if isinstance(entry, dict) or OmegaConf.is_dict(entry):
             for key, value in dict(entry).items():
                 if key.replace(" ", "") in ("override/data", "/data"):
                     return str(value)
-    return DEFAULT_DATA
+        elif isinstance(entry, str) and entry != "_self_":  # an included config: absolute, or beside this one
+            name = entry.split("@")[0]
+            included = CONFIG_DIR / f"{name[1:]}.yaml" if name.startswith("/") else path.parent / f"{name}.yaml"
+            if included.is_file() and (choice := _data_choice(included)):
+                return choice
+    return None
 
 
 def sweep_arguments(args: Sequence[str]) -> list[str]:

@@ -19,64 +19,48 @@ from monai.data import CacheDataset, Dataset
 from monai.transforms import Compose
 
 from rmseg.data import drishti, la
-from rmseg.data.resample import factors_of
 from rmseg.data.config import DataConfig, DrishtiConfig, LAConfig, SyntheticConfig, as_data_config
-from rmseg.data.synthetic import write_gs_synthetic, write_la_synthetic
-from rmseg.data.transforms import drishti_transforms, la_transforms
+from rmseg.data.datasets import DrishtiGS, LA2018, SegmentationDataset, dataset_for
+from rmseg.data.resample import factors_of
 
 #: ``$RMSEG_ROOT/data``, else ``data/`` of the current directory (as ``paths.data_dir``)
 DATA_DIR = Path(os.environ.get("RMSEG_ROOT") or ".") / "data"
 
 __all__ = [
+    "DATA_DIR",
     "DataConfig",
     "DrishtiConfig",
+    "DrishtiGS",
+    "LA2018",
     "LAConfig",
+    "SegmentationDataset",
     "SyntheticConfig",
     "as_data_config",
     "build_train_dataset",
     "check_test_split",
     "data_root",
+    "dataset_for",
+    "default_prepared_dir",
     "load_test_cases",
+    "prepare",
 ]
 
 
-def default_prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
-    """``DATA_DIR/prepared/<name>_<source>_<parameters>`` (the YAML configs name the same folder)."""
-    if isinstance(cfg, DrishtiConfig):
-        params = f"{cfg.image_size[0]}x{cfg.image_size[1]}_t{cfg.threshold}"
-        if cfg.source == "synthetic":
-            syn = cfg.synthetic
-            params = f"{syn.num_train}-{syn.num_test}_{'x'.join(map(str, syn.shape))}_s{syn.seed}_{params}"
-    else:
-        params = f"m{cfg.margin[0]}-{cfg.margin[1]}_s{cfg.seed}"
-    return DATA_DIR / "prepared" / f"{cfg.name}_{cfg.source}_{params}"
+def default_prepared_dir(cfg: Any) -> Path:
+    """``DATA_DIR/prepared/<name>_<source>_<parameters>``, where a data config without ``prepared_dir`` prepares."""
+    return dataset_for(cfg).default_prepared_dir
 
 
 def data_root(cfg: Any) -> Path:
-    """Root the readers use: the synthetic stand-in is written first if needed; for LA, a raw
-    challenge release is prepared into UA-MT's h5 layout under ``prepared_dir``."""
-    cfg = as_data_config(cfg)
-    root = Path(cfg.root)
-    syn = cfg.synthetic
-    if cfg.source == "synthetic":
-        write = write_gs_synthetic if isinstance(cfg, DrishtiConfig) else write_la_synthetic
-        write(root, syn.num_train, syn.num_test, tuple(syn.shape), syn.seed)
-    if isinstance(cfg, LAConfig) and not la.is_h5_layout(root) and la.find_raw_cases(root):
-        return la.prepare_raw(root, _prepared_dir(cfg), tuple(cfg.margin), cfg.seed)
-    return root
-
-
-def _prepared_dir(cfg: DrishtiConfig | LAConfig) -> Path:
-    return Path(cfg.prepared_dir) if cfg.prepared_dir else default_prepared_dir(cfg)
+    """Root the readers use (:meth:`~rmseg.data.datasets.SegmentationDataset.root`): the synthetic
+    stand-in is written first if needed; for LA, a raw challenge release is prepared into UA-MT's h5
+    layout under ``prepared_dir``."""
+    return dataset_for(cfg).root()
 
 
 def prepare(cfg: Any) -> Path:
     """Root of the ready-to-read data: the prepared Drishti-GS folder or the UA-MT LA root."""
-    cfg = as_data_config(cfg)
-    root = data_root(cfg)
-    if isinstance(cfg, DrishtiConfig):
-        return drishti.prepare(root, _prepared_dir(cfg), tuple(cfg.image_size), cfg.threshold, cfg.max_size_mismatch)
-    return root
+    return dataset_for(cfg).prepare()
 
 
 @contextmanager
@@ -117,20 +101,15 @@ def build_train_dataset(cfg: Any) -> Dataset:
     Random transforms are seeded with ``cfg.seed``. A case that cannot be read raises the reader's error
     (naming the file), not MONAI's generic "applying transform".
     """
-    cfg = as_data_config(cfg)
-    root = prepare(cfg)
-    if isinstance(cfg, DrishtiConfig):
-        items = drishti.prepared_cases(root, "train")
-        fixed, random = drishti_transforms(cfg.flip, cfg.downsample)
-    else:
-        items = la.split_cases(root, "train", cfg.num_train)
-        fixed, random = la_transforms(cfg.patch_size, cfg.downsample)
+    dataset = dataset_for(cfg)
+    cfg = dataset.cfg
+    items = dataset.split(dataset.prepare(), "train")
+    fixed, random = dataset.transforms()
     transform = Compose([*fixed.transforms, *random.transforms])
     transform.set_random_state(seed=cfg.seed)
     if cfg.cache:
-        # LA's random part only reads the cached (read-only) volumes through views: no per-sample copy needed
         return _CacheDataset(items, transform, progress=False, num_workers=max(cfg.num_workers, 1),
-                            copy_cache=isinstance(cfg, DrishtiConfig))
+                             copy_cache=dataset.copy_cache)
     return _Dataset(items, transform)
 
 
@@ -140,19 +119,13 @@ def load_test_cases(cfg: Any) -> list[dict[str, Any]]:
     Images and labels are on the dataset's grid; ``downsample`` (factors per axis) tells evaluation to
     predict on the coarser network grid and resample the probabilities back (``rmseg.data.resample``).
     """
-    cfg = as_data_config(cfg)
-    root = prepare(cfg)
-    factors = factors_of(cfg.downsample, cfg.spatial_dims)
+    dataset = dataset_for(cfg)
+    factors = factors_of(dataset.cfg.downsample, dataset.cfg.spatial_dims)
     cases = []
-    if isinstance(cfg, DrishtiConfig):
-        for case in drishti.prepared_cases(root, "test"):
-            image, labels = drishti.load_prepared(case)
-            cases.append({"id": case["id"], "image": image, "label": labels, "spacing": (1.0, 1.0), "downsample": factors})
-    else:
-        for case in la.split_cases(root, "test"):
-            image, label = la.read_h5(case["path"])
-            cases.append({"id": case["id"], "image": image[None], "label": label.astype("int64"),
-                          "spacing": (1.0, 1.0, 1.0), "downsample": factors})
+    for case in dataset.split(dataset.prepare(), "test"):
+        image, label = dataset.read(case)
+        cases.append({"id": case["id"], "image": image, "label": label, "spacing": dataset.spacing,
+                      "downsample": factors})
     return cases
 
 

@@ -7,17 +7,36 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from rmseg.losses._utils import check_activation, check_choice, prepare_probabilities_and_onehot, reduce_batch
+from rmseg.losses._utils import (
+    BATCH_REDUCTIONS,
+    check_activation,
+    check_choice,
+    prepare_probabilities_and_onehot,
+    reduce_batch,
+)
 from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache
 
 
 class DistanceMapLossBase(nn.Module):
-    """Options shared by the losses built on distance maps, checked once: channels, activation, target
-    format, batch reduction, EDT backend and the ground-truth map cache."""
+    """Options shared by the losses built on distance maps, checked once (keyword arguments of every
+    subclass):
+
+    Args:
+        include_background: include channel 0 (default: the subclass's ``default_include_background``).
+        activation: ``"softmax"`` (default), ``"sigmoid"`` or None (input already probabilities).
+        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
+        reduction: over the batch, ``"mean"`` / ``"sum"`` (scalars) or ``"none"`` (``(B,)``, per sample).
+        backend: EDT backend, ``"edt"`` or ``"scipy"``.
+        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
+            keyed by mask content); 0 (default) computes them at every call.
+    """
+
+    default_include_background = False
 
     def __init__(
         self,
-        include_background: bool,
+        *,
+        include_background: bool | None = None,
         activation: str | None = "softmax",
         to_onehot_y: bool = True,
         reduction: str = "mean",
@@ -25,10 +44,10 @@ class DistanceMapLossBase(nn.Module):
         cache_size: int = 0,
     ) -> None:
         super().__init__()
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
+        check_choice("reduction", reduction, BATCH_REDUCTIONS)
         check_choice("backend", backend, BACKENDS)
         self.activation = check_activation(activation)
-        self.include_background = bool(include_background)
+        self.include_background = bool(self.default_include_background if include_background is None else include_background)
         self.to_onehot_y = bool(to_onehot_y)
         self.reduction = reduction
         self.backend = backend

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rmseg.losses._map_weighted import MapWeightedLoss
-from rmseg.losses.distance_maps import DEFAULT_BACKEND, signed_distance_map
+from rmseg.losses.distance_maps import signed_distance_map
 
 __all__ = ["BoundaryLoss"]
 
@@ -28,25 +28,17 @@ class BoundaryLoss(MapWeightedLoss):
 
     Args:
         include_background: include channel 0 (default False, as Kervadec et al.).
-        activation: ``"softmax"`` (default), ``"sigmoid"`` or None (input already probabilities).
-        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
-        reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
-        backend: EDT backend, ``"edt"`` or ``"scipy"``.
-        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
-            keyed by mask content); 0 (default) computes them at every call.
+        activation, to_onehot_y, reduction, backend, cache_size: see
+            :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> loss = BoundaryLoss()
+        >>> loss(torch.randn(2, 2, 32, 32), torch.randint(0, 2, (2, 1, 32, 32))).shape
+        torch.Size([])
     """
 
     ground_truth_map = staticmethod(signed_distance_map)
-
-    def __init__(
-        self,
-        include_background: bool = False,
-        activation: str | None = "softmax",
-        to_onehot_y: bool = True,
-        reduction: str = "mean",
-        backend: str = DEFAULT_BACKEND,
-        cache_size: int = 0,
-    ) -> None:
-        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)

@@ -280,6 +280,11 @@ def signed_distance_map(
     return _per_slice(masks, backend, one, cache)
 
 
+def _wholly_outside_or_inside(mask: np.ndarray) -> np.ndarray:
+    """The map of a slice without boundary: +1 everywhere without foreground, -1 when all foreground."""
+    return np.full(mask.shape, -1.0 if mask.any() else 1.0)
+
+
 @torch.no_grad()
 def normalized_signed_distance_map(
     masks: np.ndarray | torch.Tensor, backend: str = DEFAULT_BACKEND, cache: MapCache | None = None
@@ -292,10 +297,8 @@ def normalized_signed_distance_map(
     """
 
     def one(mask: np.ndarray, edt_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        if not mask.any():
-            return np.ones(mask.shape)
-        if mask.all():
-            return -np.ones(mask.shape)
+        if not _has_boundary(mask):
+            return _wholly_outside_or_inside(mask)
         d_in = edt_fn(mask)
         d_out = edt_fn(~mask)
         sdf = d_out / d_out.max() - d_in / d_in.max()
@@ -316,10 +319,8 @@ def rectified_region_map(
     """
 
     def one(mask: np.ndarray, edt_fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        if not mask.any():
-            return np.ones(mask.shape)
-        if mask.all():
-            return -np.ones(mask.shape)
+        if not _has_boundary(mask):
+            return _wholly_outside_or_inside(mask)
         d_in = edt_fn(mask)
         return np.where(mask, -d_in / d_in.max(), 1.0)
 

@@ -9,7 +9,6 @@ import torch
 from rmseg.losses._map_weighted import DistanceMapLossBase
 from rmseg.losses._utils import check_choice, prepare_probabilities_and_onehot, reduce_batch
 from rmseg.losses.distance_maps import (
-    DEFAULT_BACKEND,
     foreground_distance_map,
     maps_to_device,
     masks_to_host,
@@ -22,7 +21,7 @@ VARIANTS = ("foreground", "inside_outside")
 
 
 class HausdorffDistanceLoss(DistanceMapLossBase):
-    """``L = mean_{c, x} (p_c - g_c)^2 * (d_pred,c^a + d_gt,c^a)`` with ``a = alpha`` (2 by default).
+    """``L = mean_{c, x} (p_c - g_c)^2 * (d_pred,c^a + d_gt,c^a)`` with ``a = distance_exponent`` (2 by default).
 
     ``d_gt`` is a distance map of the ground truth, ``d_pred`` of the thresholded prediction
     ``p_c > 0.5``, both exact EDTs computed on the CPU without gradient (constants for autograd).
@@ -44,37 +43,29 @@ class HausdorffDistanceLoss(DistanceMapLossBase):
 
     Args:
         variant: ``"foreground"`` (default) or ``"inside_outside"``.
-        alpha: exponent of the distances, > 0.
+        distance_exponent: exponent ``a`` of the distances, > 0 (Karimi & Salcudean's alpha).
         include_background: include channel 0 (default False).
-        activation: ``"softmax"`` (default), ``"sigmoid"`` or None (input already probabilities).
-        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
-        reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
-        backend: EDT backend of the foreground variant, ``"edt"`` or ``"scipy"`` (``inside_outside``
-            always uses scipy in float64, as MONAI does).
-        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
-            keyed by mask content); 0 (default) computes them at every call.
+        backend: EDT backend of the foreground variant (``inside_outside`` always uses scipy in float64,
+            as MONAI does).
+        activation, to_onehot_y, reduction, cache_size: see
+            :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims (``inside_outside``: 2 or 3), target
-    ``(B, 1, *S)`` or ``(B, C, *S)``.
+    ``(B, 1, *S)`` or ``(B, C, *S)``. Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> hd = HausdorffDistanceLoss(variant="inside_outside", distance_exponent=2.0)
+        >>> value = hd(torch.randn(4, 3, 64, 64, requires_grad=True), torch.randint(0, 3, (4, 1, 64, 64)))
     """
 
-    def __init__(
-        self,
-        variant: str = "foreground",
-        alpha: float = 2.0,
-        include_background: bool = False,
-        activation: str | None = "softmax",
-        to_onehot_y: bool = True,
-        reduction: str = "mean",
-        backend: str = DEFAULT_BACKEND,
-        cache_size: int = 0,
-    ) -> None:
+    def __init__(self, variant: str = "foreground", distance_exponent: float = 2.0, **options) -> None:
         check_choice("variant", variant, VARIANTS)
-        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"alpha={alpha!r} must be a positive number (Karimi & Salcudean use 2)")
+        super().__init__(**options)
+        if isinstance(distance_exponent, bool) or not isinstance(distance_exponent, (int, float)) or not distance_exponent > 0:
+            raise ValueError(f"distance_exponent={distance_exponent!r} must be a positive number (Karimi & Salcudean use 2)")
         self.variant = variant
-        self.alpha = float(alpha)
+        self.distance_exponent = float(distance_exponent)
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         probs, onehot = prepare_probabilities_and_onehot(
@@ -94,13 +85,13 @@ class HausdorffDistanceLoss(DistanceMapLossBase):
             # MONAI's casts, on the host: float64 maps -> dtype of the input -> float32
             maps = torch.from_numpy(np.stack((d_pred, d_gt))).to(probs.dtype).float()
             d_pred, d_gt = maps.to(probs.device).unbind(0)  # the one host-to-device copy
-            weight = d_pred**self.alpha + d_gt**self.alpha
+            weight = d_pred**self.distance_exponent + d_gt**self.distance_exponent
             # per class mean over voxels, then over classes, in MONAI's order
             per_sample = ((probs - onehot) ** 2 * weight).mean(dim=tuple(range(2, probs.ndim))).mean(1)
         else:
             d_gt = foreground_distance_map(gt, self.backend, self.cache)
             d_pred = foreground_distance_map(pred, self.backend)
             d_gt, d_pred = (d.to(probs.dtype) for d in maps_to_device((d_gt, d_pred), probs.device))
-            weight = d_gt**self.alpha + d_pred**self.alpha
+            weight = d_gt**self.distance_exponent + d_pred**self.distance_exponent
             per_sample = ((probs - onehot) ** 2 * weight).flatten(1).mean(1)
         return reduce_batch(per_sample, self.reduction)

@@ -4,7 +4,7 @@ image segmentation", Pattern Recognition 2023 / arXiv 2108.01405, 2021)."""
 from __future__ import annotations
 
 from rmseg.losses._map_weighted import MapWeightedLoss
-from rmseg.losses.distance_maps import DEFAULT_BACKEND, rectified_region_map
+from rmseg.losses.distance_maps import rectified_region_map
 
 __all__ = ["RegionWiseLoss"]
 
@@ -25,25 +25,17 @@ class RegionWiseLoss(MapWeightedLoss):
     Args:
         include_background: include channel 0 (default True: the maps cover every class of the
             softmax, as in the paper).
-        activation: ``"softmax"`` (default), ``"sigmoid"`` or None (input already probabilities).
-        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
-        reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
-        backend: EDT backend, ``"edt"`` or ``"scipy"``.
-        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
-            keyed by mask content); 0 (default) computes them at every call.
+        activation, to_onehot_y, reduction, backend, cache_size: see
+            :class:`~rmseg.losses._map_weighted.DistanceMapLossBase`.
 
     Shapes: input ``(B, C, *S)`` with 1 to 3 spatial dims, target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> RegionWiseLoss(reduction="none")(torch.randn(2, 3, 16, 16, 8), torch.randint(0, 3, (2, 1, 16, 16, 8))).shape
+        torch.Size([2])
     """
 
     ground_truth_map = staticmethod(rectified_region_map)
-
-    def __init__(
-        self,
-        include_background: bool = True,
-        activation: str | None = "softmax",
-        to_onehot_y: bool = True,
-        reduction: str = "mean",
-        backend: str = DEFAULT_BACKEND,
-        cache_size: int = 0,
-    ) -> None:
-        super().__init__(include_background, activation, to_onehot_y, reduction, backend, cache_size)
+    default_include_background = True

@@ -9,12 +9,10 @@ For a prediction ``P`` and ground truth ``G`` of one channel, with centred norma
                                                         squared residual map about the image centre)
 
 so every order is one weighted squared error and a set of orders shares one weight map,
-``W = sum_orders prod_axes C^(2 p)``, built once per (shape, dtype, device) and cached.
-
-By default autograd differentiates :func:`_rm_forward` (no one-hot tensor: labels are compared with
-channel indices). With ``compile=True`` forward and backward are each one kernel fused by
-``torch.compile``, the backward being the analytic gradient :func:`_rm_backward` that recomputes the
-activation instead of storing it (measured costs: ``benchmarks/rm_loss.py``).
+``W = sum_orders prod_axes C^(2 p)``, built once per (shape, dtype, device) and cached. The loss is
+``sum_x W(x) sum_c (P_c(x) - G_c(x))^2`` computed with plain tensor operations and differentiated by
+autograd (no one-hot tensor: labels are compared with channel indices). Its cost is a small share of a
+training step (``benchmarks/rm_loss.py``, ``results/benchmarks/rm_loss.md``).
 """
 
 from __future__ import annotations
@@ -41,12 +39,7 @@ COORDINATE_FRAMES = ("patch", "volume")
 _GRID_SHIFT = {"center": 1, "paper": 2}
 
 
-def _activate(input: torch.Tensor, activation: str | None) -> torch.Tensor:
-    if activation == "softmax":
-        return torch.softmax(input, dim=1)
-    if activation == "sigmoid":
-        return torch.sigmoid(input)
-    return input
+_ACTIVATIONS = {"softmax": lambda x: torch.softmax(x, dim=1), "sigmoid": torch.sigmoid}
 
 
 def _residual(probs: torch.Tensor, target: torch.Tensor, first: int, to_onehot_y: bool) -> torch.Tensor:
@@ -56,102 +49,6 @@ def _residual(probs: torch.Tensor, target: torch.Tensor, first: int, to_onehot_y
         classes = torch.arange(first, probs.shape[1], device=probs.device).view(view)
         return probs[:, first:] - (target == classes).to(probs.dtype)
     return probs[:, first:] - target[:, first:].to(probs.dtype)
-
-
-def _rm_forward(
-    input: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, activation: str | None, first: int, to_onehot_y: bool
-) -> torch.Tensor:
-    """Per-sample ``sum_x W(x) sum_c (P_c - G_c)^2``; ``weights`` ``(1 or B, *S)``; returns ``(B,)``."""
-    residual = _residual(_activate(input, activation), target, first, to_onehot_y)
-    return (residual.square().sum(dim=1) * weights).flatten(1).sum(dim=1)
-
-
-def _rm_backward(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    weights: torch.Tensor,
-    grad: torch.Tensor,
-    activation: str | None,
-    first: int,
-    to_onehot_y: bool,
-) -> torch.Tensor:
-    """Gradient of ``grad . _rm_forward`` wrt ``input``: ``dL/dP_c = 2 W (P_c - G_c)`` on included channels,
-    then through the activation (softmax: ``P * (dP - sum_c P_c dP_c)``; sigmoid: ``dP * P * (1 - P)``)."""
-    probs = _activate(input, activation)
-    residual = _residual(probs, target, first, to_onehot_y)
-    scale = weights * grad.view((-1,) + (1,) * (weights.ndim - 1))
-    grad_probs = 2 * residual * scale.unsqueeze(1)
-    if first:
-        grad_probs = torch.cat([torch.zeros_like(probs[:, :first]), grad_probs], dim=1)
-    if activation == "softmax":
-        return probs * (grad_probs - (probs * grad_probs).sum(dim=1, keepdim=True))
-    if activation == "sigmoid":
-        return grad_probs * probs * (1 - probs)
-    return grad_probs
-
-
-_COMPILED: dict[str, object] = {}
-
-
-def _compiled_kernels():
-    """``torch.compile`` versions of :func:`_rm_forward` / :func:`_rm_backward` (compiled once, lazily)."""
-    if not _COMPILED:
-        _COMPILED["forward"] = torch.compile(_rm_forward, dynamic=False)
-        _COMPILED["backward"] = torch.compile(_rm_backward, dynamic=False)
-    return _COMPILED["forward"], _COMPILED["backward"]
-
-
-class _CompiledResidualMoment(torch.autograd.Function):
-    """Per-sample RM loss through the compiled kernels, with the analytic gradient wrt ``input`` (none
-    to target or weights). Saves only the inputs: the backward kernel recomputes the activation, so
-    each direction is one fused pass (``torch.compile`` of the plain ops with autograd is slower: it
-    stores and re-reads the intermediates)."""
-
-    @staticmethod
-    def forward(ctx, input, target, weights, activation, first, to_onehot_y):
-        ctx.save_for_backward(input, target, weights)
-        ctx.options = (activation, first, to_onehot_y)
-        return _compiled_kernels()[0](input, target, weights, activation, first, to_onehot_y)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        input, target, weights = ctx.saved_tensors
-        grad_input = _compiled_kernels()[1](input, target, weights, grad, *ctx.options)
-        return grad_input.to(input.dtype), None, None, None, None, None
-
-
-class _ResidualMomentOfProbabilities(torch.autograd.Function):
-    """Per-sample ``sum_x W(x) sum_c (P_c - G_c)^2`` of given probabilities with the analytic gradient
-    ``dL/dP_c = 2 W (P_c - G_c)`` (0 on excluded channels; none to target or weights).
-
-    Plain PyTorch, written out because it is faster than autograd of :func:`_rm_forward`: the forward
-    keeps only ``W (P - G)``, so the backward is one multiplication into the gradient tensor instead of
-    the square, sum, slice and broadcast backwards (measured: ``benchmarks/rm_loss.py``).
-    """
-
-    @staticmethod
-    def forward(ctx, probs, target, weights, first, to_onehot_y):
-        residual = _residual(probs, target, first, to_onehot_y)
-        weighted = residual * weights.unsqueeze(1)
-        ctx.save_for_backward(weighted)
-        ctx.shape = (probs.shape, probs.dtype, first)
-        # Multiply-then-sum (pairwise summation) rather than a batched matmul: bmm's float32 dot drifts by
-        # ~1e-4 relative on a 512x512 image. In place into the residual (a temporary) where the dtypes agree:
-        # one allocation less (half-precision probabilities keep the float32 product).
-        product = residual.mul_(weighted) if residual.dtype == weighted.dtype else weighted * residual
-        return product.flatten(1).sum(dim=1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        (weighted,) = ctx.saved_tensors
-        shape, dtype, first = ctx.shape
-        grad_probs = weighted.new_empty(shape, dtype=dtype)
-        grad_probs[:, :first] = 0
-        scale = (2 * grad).view((-1,) + (1,) * (len(shape) - 1))
-        torch.mul(weighted, scale, out=grad_probs[:, first:])
-        return grad_probs, None, None, None, None
 
 
 class ResidualMomentLoss(nn.Module):
@@ -178,16 +75,24 @@ class ResidualMomentLoss(nn.Module):
         coordinate_frame: ``"patch"`` (default; coordinates of the input itself) or ``"volume"``
             (coordinates of the full image a random crop was taken from; ``forward`` then needs
             ``offset`` and ``full_shape``). The paper trains on whole images or does not say.
-        compile: fuse the loss and gradient kernels with ``torch.compile`` (default False: plain
-            PyTorch). Needs a working compile backend (a C++ compiler on CPU, Triton on GPU); the
-            first call per shape compiles (seconds).
-
     With ``grid="center"`` and an odd size, the centre row/column has coordinate 0, so orders with a
-    positive power on that axis give it zero weight. With ``compile=True`` no gradient flows to
-    ``target`` and the analytic gradient wrt ``input`` is once-differentiable.
+    positive power on that axis give it zero weight. The gradient is autograd's, to ``input`` (and to a
+    floating-point one-hot ``target`` that requires it).
 
     Shapes: ``input`` ``(B, C, *S)`` logits or probabilities; ``target`` ``(B, 1, *S)`` or ``(B, C, *S)``;
-    ``offset`` / ``full_shape`` int tensors ``(B, ndim)`` or ``(ndim,)``. Returns a scalar or ``(B,)``.
+    ``offset`` / ``full_shape`` int tensors ``(B, ndim)`` or ``(ndim,)``. Returns a scalar, or ``(B,)``
+    with ``reduction="none"`` (per sample, like the other rmseg losses).
+
+    Example::
+
+        >>> import torch
+        >>> from rmseg.losses import ResidualMomentLoss
+        >>> loss = ResidualMomentLoss(orders=[(2, 0), (0, 2)], pixel_reduction="mean")
+        >>> logits = torch.randn(2, 3, 64, 64, requires_grad=True)
+        >>> labels = torch.randint(0, 3, (2, 1, 64, 64))
+        >>> loss(logits, labels).backward()
+        >>> ResidualMomentLoss([(2, 0)], reduction="none")(logits, labels).shape
+        torch.Size([2])
     """
 
     def __init__(
@@ -200,7 +105,6 @@ class ResidualMomentLoss(nn.Module):
         pixel_reduction: str = "sum",
         reduction: str = "mean",
         coordinate_frame: str = "patch",
-        compile: bool = False,
     ) -> None:
         super().__init__()
         self.orders = check_orders(orders)
@@ -210,8 +114,7 @@ class ResidualMomentLoss(nn.Module):
         check_choice("pixel_reduction", pixel_reduction, PIXEL_REDUCTIONS)
         check_choice("reduction", reduction, BATCH_REDUCTIONS)
         check_choice("coordinate_frame", coordinate_frame, COORDINATE_FRAMES)
-        flags = (("include_background", include_background), ("to_onehot_y", to_onehot_y), ("compile", compile))
-        for name, value in flags:
+        for name, value in (("include_background", include_background), ("to_onehot_y", to_onehot_y)):
             if not isinstance(value, bool):
                 raise ValueError(f"{name}={value!r} must be True or False")
         self.include_background = include_background
@@ -220,14 +123,13 @@ class ResidualMomentLoss(nn.Module):
         self.pixel_reduction = pixel_reduction
         self.reduction = reduction
         self.coordinate_frame = coordinate_frame
-        self.compile = compile
         self._weight_cache: dict[tuple, torch.Tensor] = {}
 
     def extra_repr(self) -> str:
         return (
             f"orders={list(self.orders)}, include_background={self.include_background}, "
             f"activation={self.activation!r}, grid={self.grid!r}, pixel_reduction={self.pixel_reduction!r}, "
-            f"reduction={self.reduction!r}, coordinate_frame={self.coordinate_frame!r}, compile={self.compile}"
+            f"reduction={self.reduction!r}, coordinate_frame={self.coordinate_frame!r}"
         )
 
     def weight_map(
@@ -300,18 +202,11 @@ class ResidualMomentLoss(nn.Module):
         volume frame only (ignored in the patch frame, so a training loop may always pass them)."""
         self._check_spatial_dims(input)
         check_input_and_target(input, target, self.activation, self.to_onehot_y)
-        return self._loss(input, target, self.activation, offset, full_shape)
+        return self._loss(input, target, self.activation, self.to_onehot_y, offset, full_shape)
 
-    def from_probabilities(
-        self,
-        probabilities: torch.Tensor,
-        target: torch.Tensor,
-        offset: torch.Tensor | None = None,
-        full_shape: torch.Tensor | None = None,
-        *,
-        check_range: bool = True,
-        one_hot: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def from_probabilities(self, probabilities: torch.Tensor, target: torch.Tensor, offset: torch.Tensor | None = None,
+                           full_shape: torch.Tensor | None = None, *, check_range: bool = True,
+                           one_hot: torch.Tensor | None = None) -> torch.Tensor:
         """Loss of ``probabilities`` ``(B, C, *S)``: this loss's activation already applied to the logits
         (e.g. the softmax that ``SegmentationLoss`` computes once and shares with CE and Dice).
 
@@ -321,9 +216,7 @@ class ResidualMomentLoss(nn.Module):
         plus, for a caller that built these tensors itself: ``check_range=False`` skips checking that
         probabilities (and a one-hot target) lie in ``[0, 1]`` (a pass over each); ``one_hot`` ``(B, C,
         *S)``, the label ``target`` already turned into one-hot (``SegmentationLoss`` builds it once for
-        Dice and RM), is used instead of ``target``, which is then neither read nor checked. Without
-        ``compile`` the gradient wrt ``probabilities`` is analytic (once-differentiable, none to the
-        target); with it, the compiled kernels run without activation.
+        Dice and RM), is used instead of ``target``, which is then neither read nor checked.
         """
         self._check_spatial_dims(probabilities)
         to_onehot_y = self.to_onehot_y
@@ -332,7 +225,7 @@ class ResidualMomentLoss(nn.Module):
                 raise ValueError("one_hot is for label targets: this loss has to_onehot_y=False, pass the target only")
             target, to_onehot_y = one_hot, False
         check_input_and_target(probabilities, target, None, to_onehot_y, check_range=check_range)
-        return self._loss(probabilities, target, None, offset, full_shape, given_probabilities=True, to_onehot_y=to_onehot_y)
+        return self._loss(probabilities, target, None, to_onehot_y, offset, full_shape)
 
     def _check_spatial_dims(self, input: torch.Tensor) -> None:
         if input.ndim != 2 + self.spatial_dims:
@@ -341,17 +234,9 @@ class ResidualMomentLoss(nn.Module):
                 f"has {input.ndim - 2} spatial dims"
             )
 
-    def _loss(
-        self,
-        input: torch.Tensor,
-        target: torch.Tensor,
-        activation: str | None,
-        offset: torch.Tensor | None,
-        full_shape: torch.Tensor | None,
-        given_probabilities: bool = False,
-        to_onehot_y: bool | None = None,
-    ) -> torch.Tensor:
-        to_onehot_y = self.to_onehot_y if to_onehot_y is None else to_onehot_y
+    def _loss(self, input: torch.Tensor, target: torch.Tensor, activation: str | None, to_onehot_y: bool,
+              offset: torch.Tensor | None, full_shape: torch.Tensor | None) -> torch.Tensor:
+        """Per-sample ``reduce_x W(x) sum_c (P_c - G_c)^2`` over the included channels, reduced over the batch."""
         first = first_channel(input.shape[1], self.include_background)
         spatial = tuple(input.shape[2:])
         batch = input.shape[0]
@@ -368,13 +253,9 @@ class ResidualMomentLoss(nn.Module):
                     f"{full_shape.tolist()}: need 0 <= offset and offset + patch shape <= full_shape"
                 )
             weights = self.weight_map(spatial, weight_dtype, input.device, offset, full_shape)
-        options = (activation, first, to_onehot_y)
-        if self.compile:
-            per_sample = _CompiledResidualMoment.apply(input, target, weights, *options)
-        elif given_probabilities:
-            per_sample = _ResidualMomentOfProbabilities.apply(input, target, weights, first, to_onehot_y)
-        else:
-            per_sample = _rm_forward(input, target, weights, *options)
+        probs = input if activation is None else _ACTIVATIONS[activation](input)
+        residual = _residual(probs, target, first, to_onehot_y)
+        per_sample = (residual.square().sum(dim=1) * weights).flatten(1).sum(dim=1)
         if self.pixel_reduction == "mean":
             per_sample = per_sample / weights[0].numel()
         return reduce_batch(per_sample, self.reduction)

@@ -6,13 +6,14 @@ __all__ = ["RebalanceSchedule"]
 
 
 class RebalanceSchedule:
-    """``alpha(epoch) = max(start - step * epoch, floor)``; ``schedule(epoch) = (alpha, 1 - alpha)``.
+    """``w(epoch) = max(start - step * epoch, floor)``; ``schedule(epoch) = (w, 1 - w)``.
 
     The re-weighting of Kervadec et al.'s boundary loss as run in Ma et al.'s comparison
-    (SegWithDistMap, ``train_LA_BD.py`` / ``train_LA_HD.py``): ``loss = alpha * (CE + Dice) +
-    (1 - alpha) * rival`` with alpha starting at 1 and falling by 0.01 (boundary) or 0.001
+    (SegWithDistMap, ``train_LA_BD.py`` / ``train_LA_HD.py``): ``loss = w * (CE + Dice) +
+    (1 - w) * rival`` with the base weight ``w`` starting at 1 and falling by 0.01 (boundary) or 0.001
     (Hausdorff) after every epoch, clamped at 0.01 / 0.001. Used as ``SegmentationLoss(schedule=...,
-    alpha=1)``, so the rival term's weight is exactly ``1 - alpha``.
+    alpha=1)``, so the rival term's weight is exactly ``1 - w`` (``alpha``, the weight of the terms,
+    stays 1).
 
     Epoch: one pass of the training data loader, as in Ma et al. (``len(trainloader)``
     iterations: 16 LA training volumes at batch 4 give 4 iterations per epoch, so the boundary
@@ -20,9 +21,9 @@ class RebalanceSchedule:
     epochs = 3996 iterations). rmseg's trainer calls ``set_epoch`` with the same count.
 
     Args:
-        start: alpha at epoch 0, in ``[0, 1]``.
+        start: base weight ``w`` at epoch 0, in ``[0, 1]``.
         step: decrease per epoch, >= 0.
-        floor: lower bound of alpha, in ``[0, start]``.
+        floor: lower bound of ``w``, in ``[0, start]``.
     """
 
     def __init__(self, start: float = 1.0, step: float = 0.01, floor: float = 0.01) -> None:
@@ -39,15 +40,15 @@ class RebalanceSchedule:
         self.step = float(step)
         self.floor = float(floor)
 
-    def alpha(self, epoch: int) -> float:
+    def base_weight(self, epoch: int) -> float:
         """Weight of CE + Dice at ``epoch`` (>= 0)."""
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
             raise ValueError(f"epoch={epoch!r} must be a non-negative int")
         return max(self.start - self.step * epoch, self.floor)
 
     def __call__(self, epoch: int) -> tuple[float, float]:
-        a = self.alpha(epoch)
-        return a, 1.0 - a
+        w = self.base_weight(epoch)
+        return w, 1.0 - w
 
     def __repr__(self) -> str:
         return f"RebalanceSchedule(start={self.start}, step={self.step}, floor={self.floor})"

@@ -4,15 +4,15 @@ distance maps", AAAI 2020), in the form of Ma et al.'s comparison (SegWithDistMa
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from rmseg.losses._utils import check_choice, prepare_probabilities_and_onehot, reduce_batch
-from rmseg.losses.distance_maps import BACKENDS, DEFAULT_BACKEND, map_cache, normalized_signed_distance_map
+from rmseg.losses._map_weighted import DistanceMapLossBase
+from rmseg.losses._utils import prepare_probabilities_and_onehot, reduce_batch
+from rmseg.losses.distance_maps import normalized_signed_distance_map
 
 __all__ = ["SignedDistanceLoss"]
 
 
-class SignedDistanceLoss(nn.Module):
+class SignedDistanceLoss(DistanceMapLossBase):
     """The network regresses each foreground class's normalised signed distance map.
 
     With ``f = tanh(output[:, c])`` for each foreground class ``c >= 1``, ``phi`` the normalised SDF
@@ -39,27 +39,23 @@ class SignedDistanceLoss(nn.Module):
         k: steepness of the smooth Heaviside, > 0.
         sdf_weight, dice_weight: weights of ``L_sdf`` and ``L_dice``, >= 0, not both 0.
         smooth: ``s`` > 0.
-        to_onehot_y: target is labels ``(B, 1, *S)`` (default) rather than one-hot ``(B, C, *S)``.
-        reduction: over the batch, ``"mean"`` / ``"sum"`` / ``"none"`` (``(B,)``).
-        backend: EDT backend, ``"edt"`` or ``"scipy"``.
-        cache_size: ground-truth maps kept for reuse (:class:`~rmseg.losses.distance_maps.MapCache`,
-            keyed by mask content); 0 (default) computes them at every call.
+        to_onehot_y, reduction, backend, cache_size: see
+            :class:`~rmseg.losses._map_weighted.DistanceMapLossBase` (the head takes no activation and
+            covers the foreground classes only).
 
     Shapes: output ``(B, C, *S)``, ``C >= 2``, 1 to 3 spatial dims; target ``(B, 1, *S)`` or ``(B, C, *S)``.
+    Returns a scalar, or ``(B,)`` with ``reduction="none"``.
+
+    Example::
+
+        >>> sdf = SignedDistanceLoss(k=1500.0, sdf_weight=10.0)
+        >>> output = torch.randn(1, 2, 48, 48, 32)
+        >>> value, probs = sdf(output, torch.randint(0, 2, (1, 1, 48, 48, 32))), sdf.probabilities(output)
     """
 
-    def __init__(
-        self,
-        k: float = 1500.0,
-        sdf_weight: float = 10.0,
-        dice_weight: float = 1.0,
-        smooth: float = 1e-5,
-        to_onehot_y: bool = True,
-        reduction: str = "mean",
-        backend: str = DEFAULT_BACKEND,
-        cache_size: int = 0,
-    ) -> None:
-        super().__init__()
+    def __init__(self, k: float = 1500.0, sdf_weight: float = 10.0, dice_weight: float = 1.0, smooth: float = 1e-5,
+                 **options) -> None:
+        super().__init__(include_background=False, activation=None, **options)
         for name, value in (("k", k), ("sdf_weight", sdf_weight), ("dice_weight", dice_weight), ("smooth", smooth)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name}={value!r} must be a non-negative number")
@@ -67,13 +63,7 @@ class SignedDistanceLoss(nn.Module):
             raise ValueError(f"k={k!r} and smooth={smooth!r} must be > 0")
         if sdf_weight == 0 and dice_weight == 0:
             raise ValueError("sdf_weight = dice_weight = 0: the loss would be empty")
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
-        check_choice("backend", backend, BACKENDS)
         self.k, self.sdf_weight, self.dice_weight, self.smooth = float(k), float(sdf_weight), float(dice_weight), float(smooth)
-        self.to_onehot_y = bool(to_onehot_y)
-        self.reduction = reduction
-        self.backend = backend
-        self.cache = map_cache(cache_size)
 
     def _check_channels(self, output: torch.Tensor) -> None:
         if output.ndim < 3 or output.shape[1] < 2:

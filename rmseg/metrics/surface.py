@@ -165,43 +165,31 @@ def surface_metrics(
     return {"hd95": hd, "asd": mean, "penalized": False}
 
 
-def _checked(pred: object, gt: object, spacing: Sequence[float] | None, convention: str, empty_penalty: float | None):
+def _checked_metric(name: str, pred: object, gt: object, spacing: Sequence[float] | None, convention: str,
+                    empty_penalty: float | None) -> float:
+    """Metric ``name`` of :func:`surface_metrics` after checking every input (the public functions' common body)."""
     check_convention(convention)
     check_empty_penalty(empty_penalty)
     p, g = as_binary_mask(pred, "pred"), as_binary_mask(gt, "gt")
     check_same_shape(p, g)
-    return p, g, as_spacing(spacing, p.ndim)
+    return float(surface_metrics(p, g, as_spacing(spacing, p.ndim), convention, empty_penalty)[name])
 
 
-def hd95(
-    pred: object,
-    gt: object,
-    spacing: Sequence[float] | None = None,
-    *,
-    convention: str = "medpy",
-    empty_penalty: float | None = None,
-) -> float:
+def hd95(pred: object, gt: object, spacing: Sequence[float] | None = None, *, convention: str = "medpy",
+         empty_penalty: float | None = None) -> float:
     """95th-percentile Hausdorff distance of two binary 2D/3D masks, in spacing units.
 
     Default: ``P95(d(P->G) ++ d(G->P))`` as ``medpy.metric.binary.hd95``; ``convention="monai"`` takes the
     larger directed percentile. One mask empty: ``empty_penalty`` (None: image diagonal).
     """
-    p, g, s = _checked(pred, gt, spacing, convention, empty_penalty)
-    return float(surface_metrics(p, g, s, convention, empty_penalty)["hd95"])
+    return _checked_metric("hd95", pred, gt, spacing, convention, empty_penalty)
 
 
-def asd(
-    pred: object,
-    gt: object,
-    spacing: Sequence[float] | None = None,
-    *,
-    convention: str = "medpy",
-    empty_penalty: float | None = None,
-) -> float:
+def asd(pred: object, gt: object, spacing: Sequence[float] | None = None, *, convention: str = "medpy",
+        empty_penalty: float | None = None) -> float:
     """Average surface distance of two binary 2D/3D masks, in spacing units.
 
     Default: ``mean(d(P->G))`` as ``medpy.metric.binary.asd(pred, gt)``; ``convention="assd"`` pools both
     directions. One mask empty: ``empty_penalty`` (None: image diagonal).
     """
-    p, g, s = _checked(pred, gt, spacing, convention, empty_penalty)
-    return float(surface_metrics(p, g, s, convention, empty_penalty)["asd"])
+    return _checked_metric("asd", pred, gt, spacing, convention, empty_penalty)
