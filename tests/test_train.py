@@ -316,6 +316,30 @@ def test_provenance_records_commit_diff_packages_and_machine():
     assert info["machine"]["cpu_bf16"] == expected and isinstance(info["machine"]["cpu_model"], str)
 
 
+def test_provenance_diff_covers_the_whole_checkout_but_run_records(tmp_path, monkeypatch):
+    assert (provenance.REPO_ROOT / "pyproject.toml").is_file()  # the checkout's root, not a package folder
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True,
+                                    capture_output=True)
+    git("init", "-q")
+    (tmp_path / "rmseg").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "rmseg" / "loss.py").write_text("a = 1\n")
+    (tmp_path / "results" / "summary.json").write_text("{}\n")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    (tmp_path / "rmseg" / "loss.py").write_text("a = 2\n")
+    (tmp_path / "results" / "summary.json").write_text('{"dice": 1}\n')
+    (tmp_path / "rmseg" / "new.py").write_text("")
+    (tmp_path / "results" / "new.json").write_text("")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    state = provenance.git_state()
+    assert "rmseg/loss.py" in state["diff"] and "+a = 2" in state["diff"] and "results/" not in state["diff"]
+    assert state["untracked"] == ["rmseg/new.py"] and state["dirty"] is True
+    (tmp_path / "rmseg" / "loss.py").write_text("a = 1\n")
+    (tmp_path / "rmseg" / "new.py").unlink()
+    assert provenance.git_state()["dirty"] is False  # changed run records alone leave the code clean
+
+
 def test_bf16_autocast_runs_on_cpu(tmp_path, data_dir):
     final = train(tiny("table1/rm20", tmp_path, data_dir, "trainer.amp=true", "trainer.max_iters=2"))
     assert OmegaConf.load(final / "config.yaml").trainer.amp is True

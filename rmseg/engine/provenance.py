@@ -17,7 +17,9 @@ import torch
 
 PACKAGES = ("rmseg", "torch", "monai", "hydra-core", "omegaconf", "numpy", "scipy", "scikit-image", "pandas",
             "nibabel", "SimpleITK", "h5py", "medpy")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: run records, tables and figures are what runs write, not code: left out of the diff and untracked list
+NOT_CODE = (":(exclude)results",)
 
 
 def _git(*args: str) -> str | None:
@@ -30,12 +32,13 @@ def _git(*args: str) -> str | None:
 
 def git_state() -> dict[str, Any]:
     """``commit`` (None outside a git checkout), ``dirty``, ``diff`` (``git diff HEAD``: staged and
-    unstaged changes of tracked files) and ``untracked`` files."""
+    unstaged changes of tracked files) and ``untracked`` files, of the whole checkout but ``results/``
+    (:data:`NOT_CODE`: other runs' records are not what produced this one)."""
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "diff": None, "untracked": None}
-    diff = _git("diff", "HEAD") or ""
-    untracked = (_git("ls-files", "--others", "--exclude-standard") or "").split()
+    diff = _git("diff", "HEAD", "--", ".", *NOT_CODE) or ""
+    untracked = (_git("ls-files", "--others", "--exclude-standard", "--", ".", *NOT_CODE) or "").split()
     return {"commit": commit.strip(), "dirty": bool(diff or untracked), "diff": diff, "untracked": untracked}
 
 
