@@ -52,7 +52,8 @@ def test_bundle_holds_every_drishti_image_and_the_la_protocol_within_its_size(bu
         assert len(images) == {"train": 50, "test": 51}[split] == manifest["data"]["drishti-gs1"][split]
         assert all((p.parent.parent / gt / p.stem / "SoftMap" / f"{p.stem}_cupsegSoftmap.png").is_file() for p in images)
     ids = manifest["data"]["la2018"]
-    assert len(ids["train"]) == 16 and 3 <= len(ids["test"]) <= 20
+    # the test cases fill what the working tree leaves of one call's 64 MiB; committed run records shrink it
+    assert len(ids["train"]) == 16 and 2 <= len(ids["test"]) <= 20
     assert (data / "la2018" / "train.list").read_text().split() == ids["train"]
     assert (data / "la2018" / "test.list").read_text().split() == ids["test"]
     assert sorted(p.parent.name for p in (data / "la2018").rglob(bundle.LA_FILE)) == sorted(ids["train"] + ids["test"])
