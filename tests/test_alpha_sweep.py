@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -25,18 +26,20 @@ def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
     common = [sys.executable, "-m", "rmseg.cli.train", "-m", "seed=0", *TINY_GS, f"paths.results_dir={root / 'results'}",
               f"paths.data_dir={root / 'data'}", f"hydra.sweep.dir={root / 'multirun'}"]
-    # the two commands of make sweep-alpha (ROW=table1/rm20, ALPHAS=1,10)
-    for args in (["experiment=table1/rm20", "name=alpha_sweep/table1/rm20/alpha${loss.alpha}", "loss.alpha=1,10"],
-                 ["experiment=table1/unet"]):
+    # the two commands of make sweep-alpha (ROW=table1/rm20, ALPHAS=10,100), and the table's row at its alpha 1
+    for args in (["experiment=table1/rm20", "name=alpha_sweep/table1/rm20/alpha${loss.alpha}", "loss.alpha=10,100"],
+                 ["experiment=table1/unet,table1/rm20"]):
         subprocess.run([*common, *args], check=True, capture_output=True, text=True)
     return root / "results" / "runs"
 
 
 def test_sweep_points_are_run_folders_and_their_numbers_come_from_them(sweep):
-    assert alpha_sweep.sweep_points(sweep, "table1/rm20") == {1.0: "alpha_sweep/table1/rm20/alpha1",
-                                                              10.0: "alpha_sweep/table1/rm20/alpha10"}
-    curves = {a: pd.read_csv(sweep / "alpha_sweep" / "table1" / "rm20" / f"alpha{a}" / "seed0" / "curve.csv")
-              for a in (1, 10)}
+    # the table's own rm20 runs (alpha 1, otherwise the same config) are the sweep's point at 1
+    assert alpha_sweep.sweep_points(sweep, "table1/rm20") == {1.0: "table1/rm20",
+                                                              10.0: "alpha_sweep/table1/rm20/alpha10",
+                                                              100.0: "alpha_sweep/table1/rm20/alpha100"}
+    folders = {1: sweep / "table1" / "rm20", 10: sweep / "alpha_sweep" / "table1" / "rm20" / "alpha10"}
+    curves = {a: pd.read_csv(folder / "seed0" / "curve.csv") for a, folder in folders.items()}
     # same weights and batch at iteration 1: the RM gradient is linear in alpha, CE + Dice's does not move
     first = {a: c.iloc[0] for a, c in curves.items()}
     # float32 norms over the logits' gradient, 2 x 3 x 32 x 32 entries (pairwise sums of squares), each
@@ -62,8 +65,19 @@ def test_main_writes_the_figure_and_table(sweep, tmp_path):
     assert alpha_sweep_cli.main(argv) == 0
     assert (tmp_path / "fig" / "alpha_table1.png").stat().st_size > 0
     text = (tmp_path / "tab" / "alpha_table1.md").read_text()
-    assert "| unet | — |" in text and "| rm20 | 10 |" in text
+    assert "| unet | — |" in text and "| rm20 | 10 |" in text and "| rm20 | 1 |" in text
     assert alpha_sweep_cli.main(["--runs", str(tmp_path), "--table", "table1"]) == 2
+
+
+def test_the_table_row_is_no_point_when_its_training_differs(sweep, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(sweep, root)
+    config = root / "table1" / "rm20" / "seed0" / "config.yaml"
+    config.write_text(config.read_text().replace("lr: 0.001", "lr: 0.002", 1))
+    assert "lr: 0.002" in config.read_text()
+    assert alpha_sweep.sweep_points(root, "table1/rm20") == {10.0: "alpha_sweep/table1/rm20/alpha10",
+                                                             100.0: "alpha_sweep/table1/rm20/alpha100"}
+    assert alpha_sweep.sweep_points(root, "table1/mse") == {}  # not swept: the table's row alone is no sweep
 
 
 def test_input_pixels_are_what_the_network_sees():

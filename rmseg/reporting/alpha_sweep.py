@@ -2,7 +2,8 @@
 
 ``make sweep-alpha`` trains each point as a normal run folder, ``<runs>/alpha_sweep/<row>/alpha<value>/
 seed<k>/`` (RM averaged over pixels, as the table experiments), and the table's baseline in its usual
-place, ``<runs>/<table>/<baseline>/seed<k>/``, under the same seeds. This module reads those folders only
+place, ``<runs>/<table>/<baseline>/seed<k>/``, under the same seeds; the table's own runs of the row are the
+point at the row's alpha when their training is otherwise the same (:func:`sweep_points`). This module reads those folders only
 and writes, per table, a figure (Dice and 95HD per structure against alpha on a log axis: mean and 95%
 interval of a hierarchical bootstrap over seeds, then cases; the baseline as a band; the RM term's
 gradient share on its own panel) and a Markdown table of the same numbers.
@@ -30,6 +31,8 @@ from rmseg.reporting.tables import (
     TABLE1,
     TABLE2,
     TableSpec,
+    _compared,
+    _read_config,
     _values,
     dice_difference_ci,
     hierarchical_bootstrap,
@@ -45,7 +48,12 @@ METRICS = ("dice", "hd95")
 
 
 def sweep_points(runs_root: Path, row: str) -> dict[float, str]:
-    """``{alpha: experiment}`` of the swept points of ``row`` (e.g. ``table1/rm20_02_22``) under ``runs_root``."""
+    """``{alpha: experiment}`` of the swept points of ``row`` (e.g. ``table1/rm20_02_22``) under ``runs_root``.
+
+    The table's own runs of ``row`` join as the point at their ``loss.alpha`` (e.g. LA's 0.01) when that
+    alpha is not swept and their resolved config equals a swept point's but for ``name`` and ``loss.alpha``:
+    the same training under another folder name, so it is not trained twice.
+    """
     folder = runs_root / SWEEP_DIR / row
     points = {}
     if folder.is_dir():
@@ -53,7 +61,28 @@ def sweep_points(runs_root: Path, row: str) -> dict[float, str]:
             match = POINT.match(sub.name)
             if match and sub.is_dir():
                 points[float(match.group(1))] = f"{SWEEP_DIR}/{row}/{sub.name}"
+    if points:
+        own = _table_row_alpha(runs_root, row, points)
+        if own is not None and own not in points:
+            points[own] = row
     return dict(sorted(points.items()))
+
+
+def _first_config(folder: Path) -> dict | None:
+    seeds = sorted(p for p in folder.glob("seed*") if (p / "config.yaml").is_file()) if folder.is_dir() else []
+    return _read_config(seeds[0]) if seeds else None
+
+
+def _table_row_alpha(runs_root: Path, row: str, points: dict[float, str]) -> float | None:
+    """``loss.alpha`` of the table's runs of ``row`` if they are a point of its sweep, else None."""
+    own = _first_config(runs_root / row)
+    swept = _first_config(runs_root / next(iter(points.values())))
+    if own is None or swept is None:
+        return None
+    own_flat, swept_flat = _compared(own), _compared(swept)
+    differs = {k for k in own_flat.keys() | swept_flat.keys() if own_flat.get(k) != swept_flat.get(k)}
+    differs -= {"name", "loss.alpha"}
+    return None if differs else float(own["loss"]["alpha"])
 
 
 def case_matrix(runs: dict[int, pd.DataFrame], structure: str, metric: str) -> np.ndarray:
