@@ -39,14 +39,6 @@ class KwargsTerm(nn.Module):
         return input.sum() * 0 + 2.0
 
 
-class ProbabilityTerm(nn.Module):
-    def forward(self, input, target):
-        return input.mean()
-
-    def probabilities(self, output):
-        return torch.sigmoid(output)
-
-
 def test_hand_worked_total():
     # Zero logits, 2 classes, labels [0, 1]: softmax = 0.5 everywhere.
     logits = torch.zeros(1, 2, 1, 2, dtype=torch.float64)
@@ -160,13 +152,6 @@ def test_context_goes_only_to_terms_that_accept_it():
     twice = SegmentationLoss([RecordingTerm(), RecordingTerm()])
     twice(logits, labels)
     assert set(twice.last_components) == {"ce_dice", "RecordingTerm_0", "RecordingTerm_1", "total"}
-
-
-def test_probabilities_from_first_term_that_defines_them():
-    logits, _ = random_case(5)
-    torch.testing.assert_close(SegmentationLoss().probabilities(logits), torch.softmax(logits, 1))
-    loss = SegmentationLoss([RecordingTerm(), ProbabilityTerm()], lambda_ce=0, lambda_dice=0)
-    torch.testing.assert_close(loss.probabilities(logits), torch.sigmoid(logits))
 
 
 def test_gradient_reaches_logits():

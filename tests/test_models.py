@@ -109,7 +109,9 @@ def test_heads_map_outputs_to_class_probabilities():
     assert torch.equal(head_probabilities(None)(out), torch.softmax(out, dim=1))
     assert torch.equal(head_probabilities("sigmoid")(out), torch.sigmoid(out))
     sdf = head_probabilities("sdf")(out)  # the SDF row's head: what its loss trains, thresholded at 0
-    assert torch.equal(sdf, SignedDistanceLoss(k=1500.0).probabilities(out))
+    fg_prob = torch.sigmoid(-1500.0 * torch.tanh(out[:, 1:]))  # SignedDistanceLoss's h at its default k
+    assert SignedDistanceLoss().k == 1500.0
+    assert torch.equal(sdf, torch.cat([1 - fg_prob.amax(1, keepdim=True), fg_prob], 1))
     fg = torch.tanh(out[:, 1:]) < 0
     assert torch.equal(sdf.argmax(1) > 0, fg.any(1))
     with pytest.raises(ValueError, match="C >= 2"):

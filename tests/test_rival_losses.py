@@ -9,6 +9,7 @@ import pytest
 import torch
 from monai.losses import HausdorffDTLoss
 
+from rmseg.evaluation import head_of
 from rmseg.losses import (
     AdaptiveRegionLoss,
     BoundaryLoss,
@@ -18,6 +19,8 @@ from rmseg.losses import (
     SegmentationLoss,
     SignedDistanceLoss,
 )
+
+from rmseg.models.heads import sdf_probabilities
 
 from conftest import tol
 
@@ -142,8 +145,7 @@ def test_sdf_hand_worked() -> None:
 def test_sdf_probabilities_match_thresholded_sdf() -> None:
     torch.manual_seed(3)
     output = torch.randn(2, 3, 7, 5)
-    loss = SignedDistanceLoss()
-    probs = loss.probabilities(output)
+    probs = sdf_probabilities(output)
     f = torch.tanh(output[:, 1:])
     assert probs.shape == output.shape
     label = probs.argmax(1)
@@ -151,12 +153,22 @@ def test_sdf_probabilities_match_thresholded_sdf() -> None:
     assert torch.equal(label == 0, ~inside_any)  # background iff no SDF is negative
     chosen = torch.gather(f, 1, (label.clamp(min=1) - 1)[:, None])[:, 0]
     assert (chosen[inside_any] < 0).all()  # a foreground label only where its SDF is negative
-    two = loss.probabilities(output[:, :2])
+    two = sdf_probabilities(output[:, :2])
     assert torch.equal(two.argmax(1), (f[:, 0] < 0).long())
     torch.testing.assert_close(two.sum(1), torch.ones(2, 7, 5))
-    # SegmentationLoss delegates inference to the SDF term
-    compound = SegmentationLoss(terms=[loss], lambda_ce=0.0, lambda_dice=0.0)
-    torch.testing.assert_close(compound.probabilities(output), probs)
+
+
+def test_evaluation_thresholds_with_the_steepness_the_loss_trained_with() -> None:
+    output = torch.full((1, 2, 1, 3), 0.0).index_put_((torch.tensor([0]), torch.tensor([1])), torch.tensor([-2e-3]))
+    loss_cfg = {"_target_": "rmseg.losses.SegmentationLoss",
+                "terms": [{"_target_": "rmseg.losses.SignedDistanceLoss", "k": 100.0}]}
+    head = head_of({"name": "vnet3d"}, loss_cfg)  # a run's config: the head follows from its loss
+    # f = tanh(-0.002) = -0.0019999973; p_1 = sigmoid(-k f): k = 100 -> sigmoid(0.2), k = 1500 -> sigmoid(3)
+    f = math.tanh(-2e-3)
+    bound = 3 * tol(torch.float32)  # float32 tanh, product, sigmoid; |k f| <= 3 amplifies the rounding of f
+    assert head(output)[0, 1, 0, 0].item() == pytest.approx(1 / (1 + math.exp(100 * f)), rel=bound)
+    assert head_of({"name": "vnet3d"}, {"terms": [{"_target_": "rmseg.losses.SignedDistanceLoss"}]})(output)[
+        0, 1, 0, 0].item() == pytest.approx(1 / (1 + math.exp(1500 * f)), rel=bound)
 
 
 def test_sdf_range_bounds() -> None:

@@ -12,6 +12,7 @@ probabilities (``rmseg.models.heads``); evaluation builds no training loss.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from pathlib import Path
@@ -26,14 +27,17 @@ from rmseg.engine.speed import in_format, memory_format
 from rmseg.evaluation.config import EvalConfig, eval_config
 from rmseg.evaluation.per_case import evaluate_predictions
 from rmseg.evaluation.predictions import ids_to_save, save_prediction
-from rmseg.models import complete_model_config
-from rmseg.models.heads import head_probabilities, softmax_probabilities
+from rmseg.models import complete_model_config, sdf_steepness
+from rmseg.models.heads import head_probabilities, sdf_probabilities, softmax_probabilities
 
 def head_of(model_cfg: Any, loss_cfg: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """Network output -> probabilities of a run's ``model`` config (``model.head``). A config written before
     the head was a model setting has none: ``loss_cfg`` then tells (``sdf`` for a SignedDistanceLoss term,
-    read from the config only: no loss is built)."""
-    return head_probabilities(complete_model_config(model_cfg, loss_cfg)["head"])
+    read from the config only: no loss is built). The sdf head takes the loss's steepness ``k``."""
+    head = complete_model_config(model_cfg, loss_cfg)["head"]
+    if head == "sdf":
+        return functools.partial(sdf_probabilities, k=sdf_steepness(loss_cfg))
+    return head_probabilities(head)
 
 
 def sliding_window_overlap(roi_size: Sequence[int], strides: Sequence[int]) -> tuple[float, ...]:

@@ -250,10 +250,3 @@ class SegmentationLoss(nn.Module):
     def last_components(self) -> dict[str, float]:
         """Unweighted parts of the last forward (``ce_dice``, each term by class name) and ``total``."""
         return {k: float(v) for k, v in self._components.items()}
-
-    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
-        """Class probabilities ``(B, C, *S)``: the first term's ``probabilities`` if any, else softmax."""
-        for term in self.terms:
-            if callable(getattr(term, "probabilities", None)):
-                return term.probabilities(output)
-        return torch.softmax(output, dim=1)

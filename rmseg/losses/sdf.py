@@ -8,6 +8,7 @@ import torch
 from rmseg.losses._map_weighted import DistanceMapLossBase
 from rmseg.losses._utils import prepare_probabilities_and_onehot, reduce_batch
 from rmseg.losses.distance_maps import normalized_signed_distance_map
+from rmseg.models.heads import SDF_K
 
 __all__ = ["SignedDistanceLoss"]
 
@@ -33,7 +34,8 @@ class SignedDistanceLoss(DistanceMapLossBase):
 
     The output keeps the rmseg contract of ``C = num_classes`` channels; channel 0 is unused (no
     gradient reaches it). Use as the only term of ``SegmentationLoss(lambda_ce=0, lambda_dice=0)``;
-    inference goes through :meth:`probabilities`.
+    inference thresholds ``f`` at 0 through the model's ``sdf`` head
+    (:func:`rmseg.models.heads.sdf_probabilities` with this loss's ``k``).
 
     Args:
         k: steepness of the smooth Heaviside, > 0.
@@ -50,10 +52,12 @@ class SignedDistanceLoss(DistanceMapLossBase):
 
         >>> sdf = SignedDistanceLoss(k=1500.0, sdf_weight=10.0)
         >>> output = torch.randn(1, 2, 48, 48, 32)
-        >>> value, probs = sdf(output, torch.randint(0, 2, (1, 1, 48, 48, 32))), sdf.probabilities(output)
+        >>> value = sdf(output, torch.randint(0, 2, (1, 1, 48, 48, 32)))
+        >>> from rmseg.models.heads import sdf_probabilities
+        >>> probs = sdf_probabilities(output, k=sdf.k)  # inference
     """
 
-    def __init__(self, k: float = 1500.0, sdf_weight: float = 10.0, dice_weight: float = 1.0, smooth: float = 1e-5,
+    def __init__(self, k: float = SDF_K, sdf_weight: float = 10.0, dice_weight: float = 1.0, smooth: float = 1e-5,
                  **options) -> None:
         super().__init__(include_background=False, activation=None, **options)
         for name, value in (("k", k), ("sdf_weight", sdf_weight), ("dice_weight", dice_weight), ("smooth", smooth)):
@@ -93,14 +97,3 @@ class SignedDistanceLoss(DistanceMapLossBase):
         dice = 1 - (2 * (h * g).flatten(2).sum(2) + s) / ((h**2).flatten(2).sum(2) + (g**2).flatten(2).sum(2) + s)
         per_class = self.dice_weight * dice + self.sdf_weight * (l1 - product)
         return reduce_batch(per_class.mean(1), self.reduction)
-
-    def probabilities(self, output: torch.Tensor) -> torch.Tensor:
-        """``(B, C, *S)``: ``p_c = sigmoid(-k f_c)`` for ``c >= 1``, ``p_0 = 1 - max_c p_c``.
-
-        ``p_c > 0.5`` iff the predicted SDF ``f_c < 0``, so the argmax equals thresholding the SDF at 0:
-        background where every ``f_c >= 0``, else a class with ``f_c < 0`` (where several are negative,
-        the largest ``p_c``; saturated ties go to the lowest index). For ``C = 2``, ``p_0 + p_1 = 1``;
-        for ``C > 2`` the values are not normalised over classes.
-        """
-        fg = torch.sigmoid(-self.k * self.predicted_sdf(output))
-        return torch.cat([1 - fg.amax(dim=1, keepdim=True), fg], dim=1)

@@ -18,11 +18,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from rmseg.models.heads import HEADS, head_probabilities
+from rmseg.models.heads import HEADS, SDF_K, head_probabilities
 from rmseg.models.vnet3d import VNet3D
 
 __all__ = ["HEADS", "MODEL_DIMS", "MODEL_TARGETS", "VNet3D", "build_model", "complete_model_config",
-           "head_probabilities"]
+           "head_probabilities", "sdf_steepness"]
 
 #: The networks configs/model/ offers: ``name`` -> class, and each one's dimensionality.
 MODEL_TARGETS = {"unet2d": "monai.networks.nets.UNet", "vnet3d": "rmseg.models.VNet3D",
@@ -43,6 +43,14 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
 def _is_sdf_loss(loss_cfg: Any) -> bool:
     terms = (_as_dict(loss_cfg) if loss_cfg else {}).get("terms") or []
     return any(str(t.get("_target_", "")).endswith("SignedDistanceLoss") for t in terms)
+
+
+def sdf_steepness(loss_cfg: Any) -> float:
+    """``k`` of the ``SignedDistanceLoss`` term of a loss config (read, not built), else :data:`SDF_K`: the
+    steepness the sdf head must share with the loss that trained it."""
+    terms = (_as_dict(loss_cfg) if loss_cfg else {}).get("terms") or []
+    ks = [float(t.get("k", SDF_K)) for t in terms if str(t.get("_target_", "")).endswith("SignedDistanceLoss")]
+    return ks[0] if ks else SDF_K
 
 
 def complete_model_config(model_cfg: Any, loss_cfg: Any = None) -> dict[str, Any]:

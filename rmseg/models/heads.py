@@ -7,8 +7,11 @@ losses read the raw output. The argmax of the probabilities is the predicted lab
 - ``sigmoid``: an independent sigmoid per channel (multi-label outputs).
 - ``sdf``: the SDF row's head (``rmseg.losses.SignedDistanceLoss``): ``f = tanh(output[:, 1:])`` is the
   predicted normalised signed distance of each foreground class, ``p_c = sigmoid(-k f_c)`` for
-  ``c >= 1`` and ``p_0 = 1 - max_c p_c``, so the argmax thresholds ``f`` at 0 (``k`` =
-  :data:`SDF_K`, the loss's ``k``).
+  ``c >= 1`` and ``p_0 = 1 - max_c p_c``, so the argmax thresholds ``f`` at 0. ``k`` is the loss's
+  steepness (:func:`rmseg.models.sdf_steepness` reads it from a run's loss config; default :data:`SDF_K`).
+  ``p_c > 0.5`` iff ``f_c < 0``: background where every ``f_c >= 0``, else a class with ``f_c < 0`` (the
+  largest ``p_c`` where several are; saturated ties go to the lowest index). For ``C = 2``,
+  ``p_0 + p_1 = 1``; for ``C > 2`` the values are not normalised over classes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 __all__ = ["HEADS", "SDF_K", "head_probabilities", "sdf_probabilities", "sigmoid_probabilities",
            "softmax_probabilities"]
 
-#: Steepness of the SDF head's smooth Heaviside (Ma et al.'s 1500, ``configs/loss/sdf.yaml``'s ``k``).
+#: Default steepness of the SDF head's smooth Heaviside, and of ``SignedDistanceLoss``'s ``k`` (Ma et al.'s 1500).
 SDF_K = 1500.0
 
 
