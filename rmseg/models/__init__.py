@@ -40,17 +40,21 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
     return dict(vars(cfg))
 
 
-def _is_sdf_loss(loss_cfg: Any) -> bool:
+def _sdf_terms(loss_cfg: Any) -> list[dict[str, Any]]:
+    """The ``SignedDistanceLoss`` terms of a loss config, read from the config (no loss is built)."""
     terms = (_as_dict(loss_cfg) if loss_cfg else {}).get("terms") or []
-    return any(str(t.get("_target_", "")).endswith("SignedDistanceLoss") for t in terms)
+    return [t for t in terms if str(t.get("_target_", "")).endswith("SignedDistanceLoss")]
+
+
+def _is_sdf_loss(loss_cfg: Any) -> bool:
+    return bool(_sdf_terms(loss_cfg))
 
 
 def sdf_steepness(loss_cfg: Any) -> float:
-    """``k`` of the ``SignedDistanceLoss`` term of a loss config (read, not built), else :data:`SDF_K`: the
-    steepness the sdf head must share with the loss that trained it."""
-    terms = (_as_dict(loss_cfg) if loss_cfg else {}).get("terms") or []
-    ks = [float(t.get("k", SDF_K)) for t in terms if str(t.get("_target_", "")).endswith("SignedDistanceLoss")]
-    return ks[0] if ks else SDF_K
+    """``k`` of the ``SignedDistanceLoss`` term of a loss config, else :data:`SDF_K`: the steepness the sdf
+    head must share with the loss that trained it."""
+    terms = _sdf_terms(loss_cfg)
+    return float(terms[0].get("k", SDF_K)) if terms else SDF_K
 
 
 def complete_model_config(model_cfg: Any, loss_cfg: Any = None) -> dict[str, Any]:
