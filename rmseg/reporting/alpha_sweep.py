@@ -31,13 +31,13 @@ from rmseg.reporting.tables import (
     TABLE1,
     TABLE2,
     TableSpec,
-    _compared,
-    _read_config,
-    _values,
+    case_values,
+    computed_settings,
     dice_difference_ci,
     hierarchical_bootstrap,
     load_runs,
     paired_dice_matrix,
+    read_run_config,
 )
 
 SWEEP_DIR = "alpha_sweep"
@@ -70,7 +70,7 @@ def sweep_points(runs_root: Path, row: str) -> dict[float, str]:
 
 def _first_config(folder: Path) -> dict | None:
     seeds = sorted(p for p in folder.glob("seed*") if (p / "config.yaml").is_file()) if folder.is_dir() else []
-    return _read_config(seeds[0]) if seeds else None
+    return read_run_config(seeds[0]) if seeds else None
 
 
 def _table_row_alpha(runs_root: Path, row: str, points: dict[float, str]) -> float | None:
@@ -79,7 +79,7 @@ def _table_row_alpha(runs_root: Path, row: str, points: dict[float, str]) -> flo
     swept = _first_config(runs_root / next(iter(points.values())))
     if own is None or swept is None:
         return None
-    own_flat, swept_flat = _compared(own), _compared(swept)
+    own_flat, swept_flat = computed_settings(own), computed_settings(swept)
     differs = {k for k in own_flat.keys() | swept_flat.keys() if own_flat.get(k) != swept_flat.get(k)}
     differs -= {"name", "loss.alpha"}
     return None if differs else float(own["loss"]["alpha"])
@@ -88,7 +88,7 @@ def _table_row_alpha(runs_root: Path, row: str, points: dict[float, str]) -> flo
 def case_matrix(runs: dict[int, pd.DataFrame], structure: str, metric: str) -> np.ndarray:
     """``(seeds, cases)`` values in the tables' units, cases aligned by id; cases undefined in any seed
     (e.g. 95HD of an empty prediction) left out."""
-    columns = [pd.Series(_values(df, structure, metric), index=df.loc[df["structure"] == structure, "id"].to_numpy())
+    columns = [pd.Series(case_values(df, structure, metric), index=df.loc[df["structure"] == structure, "id"].to_numpy())
                for df in runs.values()]
     values = pd.concat(columns, axis=1, join="inner").to_numpy().T
     return values[:, np.isfinite(values).all(axis=0)]

@@ -174,7 +174,8 @@ def distance_unit_scale(summary: Mapping[str, Any], config: Mapping[str, Any] | 
     return ratios.pop()
 
 
-def _read_config(seed_dir: Path) -> dict | None:
+def read_run_config(seed_dir: Path) -> dict | None:
+    """The resolved config a run wrote to ``seed_dir/config.yaml``, its model keys completed; None if absent."""
     path = seed_dir / "config.yaml"
     if not path.is_file():
         return None
@@ -195,7 +196,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def _compared(config: Mapping[str, Any]) -> dict[str, Any]:
+def computed_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` flattened to dotted keys, without :data:`IGNORED_CONFIG_KEYS`: what a run computed."""
     flat = _flatten(config)
     return {k: v for k, v in flat.items() if not any(k == i or k.startswith(i + ".") for i in IGNORED_CONFIG_KEYS)}
 
@@ -264,7 +266,7 @@ def load_runs(runs_root: str | Path, experiment: str, dataset: str, structures: 
             )
         seed = int(match.group(1))
         summary = read_summary(path)
-        config = _read_config(sub)
+        config = read_run_config(sub)
         _check_summary(path, summary, experiment, seed, dataset, structures, config)
         df = pd.DataFrame(summary["cases"])
         df["id"] = df["id"].astype(str)
@@ -276,7 +278,7 @@ def load_runs(runs_root: str | Path, experiment: str, dataset: str, structures: 
 
 def check_same_config(experiment: str, runs: Mapping[int, pd.DataFrame]) -> None:
     """Refuse runs of one row whose resolved configs differ beyond the seed and the ignored keys."""
-    configs = {seed: _compared(df.attrs["config"]) for seed, df in runs.items() if df.attrs.get("config") is not None}
+    configs = {seed: computed_settings(df.attrs["config"]) for seed, df in runs.items() if df.attrs.get("config") is not None}
     scales = {seed: df.attrs["distance_unit_scale"] for seed, df in runs.items()}
     if len(set(scales.values())) > 1:
         raise ValueError(f"runs of {experiment} have different distance unit scales {scales}: put them under different runs roots")
@@ -296,7 +298,8 @@ def check_same_config(experiment: str, runs: Mapping[int, pd.DataFrame]) -> None
 # ---------------------------------------------------------------- statistics
 
 
-def _values(df: pd.DataFrame, structure: str, metric: str) -> np.ndarray:
+def case_values(df: pd.DataFrame, structure: str, metric: str) -> np.ndarray:
+    """Per-case ``metric`` of ``structure`` in the tables' units (Dice in %, distances in the paper's)."""
     values = df.loc[df["structure"] == structure, metric].to_numpy(dtype=float)
     if metric in DISTANCES:
         values = values * (df.attrs.get("distance_unit_scale") or 1.0)
@@ -306,7 +309,7 @@ def _values(df: pd.DataFrame, structure: str, metric: str) -> np.ndarray:
 def pooled_mean_std(runs: Mapping[int, pd.DataFrame], structure: str, metric: str) -> tuple[float, float, int]:
     """Mean and std (ddof=0) of per-case values pooled over seeds, and how many were undefined, in the
     table's units (% for Dice and Jaccard, distances times each run's unit scale)."""
-    values = np.concatenate([_values(df, structure, metric) for df in runs.values()])
+    values = np.concatenate([case_values(df, structure, metric) for df in runs.values()])
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return math.nan, math.nan, int(values.size)
@@ -317,7 +320,7 @@ def seed_means_std(runs: Mapping[int, pd.DataFrame], structure: str, metric: str
     """Std (ddof=1) of the per-seed means; NaN with fewer than :data:`MIN_SEEDS` seeds."""
     if len(runs) < MIN_SEEDS:
         return math.nan
-    return float(np.std([np.nanmean(_values(df, structure, metric)) for df in runs.values()], ddof=1))
+    return float(np.std([np.nanmean(case_values(df, structure, metric)) for df in runs.values()], ddof=1))
 
 
 def _per_case(df: pd.DataFrame, structure: str) -> pd.Series:
