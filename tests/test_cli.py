@@ -30,6 +30,16 @@ def test_data_overrides_across_datasets_are_refused_and_a_given_data_is_kept():
     assert sweep_arguments(args) == args
 
 
+def test_hydra_flags_and_their_values_pass_through(repo_root):
+    args = ["experiment=table2/sdf", "protocol=cpu", "--cfg", "job", "--package", "optim"]
+    assert sweep_arguments(args) == args
+    proc = subprocess.run([sys.executable, "-m", "rmseg.cli.train", *args], cwd=repo_root, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(repo_root)})
+    assert proc.returncode == 0, proc.stderr
+    printed = proc.stdout
+    assert "lr: 0.01" in printed and "lr_step_iters: 1250" in printed, printed
+
+
 def _sweep(repo_root: Path, tmp_path: Path, *args: str) -> str:
     """A multirun whose every job stops at its config check (max_iters=0): what the sweep launched."""
     command = [sys.executable, "-m", "rmseg.cli.train", "--multirun", *args, "trainer.max_iters=0",

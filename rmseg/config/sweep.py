@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, Glob
-from hydra.errors import OverrideParseException
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from rmseg.config.compose import CONFIG_DIR, experiment_names
@@ -56,8 +56,8 @@ def sweep_arguments(args: Sequence[str]) -> list[str]:
     for arg in args:
         try:
             override = parser.parse_override(arg) if not arg.startswith("-") else None
-        except OverrideParseException:
-            override = None  # Hydra reports it
+        except HydraException:
+            override = None  # not an override (e.g. the `job` of `--cfg job`), or a bad one Hydra reports
         if override is not None and override.get_key_element() == "hydra.launcher.tasks_per_node" \
                 and str(override.value()) != "1":
             raise ValueError(f"{arg}: rmseg trains one run per process, so every task of a job would train the "
